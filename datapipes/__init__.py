@@ -1,0 +1,43 @@
+"""datapipes: composable, deterministic, resumable data pipelines for PyTorch.
+
+>>> import datapipes as dp
+>>> pipe = dp.from_sequence(range(6)) | dp.map(lambda x: x * 10) | dp.batch(4)
+>>> list(pipe)
+[[0, 10, 20, 30], [40, 50]]
+"""
+
+from ._graph import Pipe as Pipe
+from .errors import StageError as StageError
+from .errors import WorkerError as WorkerError
+from .stages.batch import batch as batch
+from .stages.batch import unbatch as unbatch
+from .stages.collate import collate as collate
+from .stages.filter import filter as filter
+from .stages.map import flat_map as flat_map
+from .stages.map import map as map
+from .stages.positions import enumerate as enumerate
+from .stages.positions import skip as skip
+from .stages.positions import take as take
+from .stages.shuffle import shuffle as shuffle
+from .stages.sources import from_arrays as from_arrays
+from .stages.sources import from_iterable as from_iterable
+from .stages.sources import from_sequence as from_sequence
+
+__all__ = [
+    "Pipe",
+    "StageError",
+    "WorkerError",
+    "batch",
+    "collate",
+    "enumerate",
+    "filter",
+    "flat_map",
+    "from_arrays",
+    "from_iterable",
+    "from_sequence",
+    "map",
+    "shuffle",
+    "skip",
+    "take",
+    "unbatch",
+]

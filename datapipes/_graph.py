@@ -1,0 +1,309 @@
+"""The pipe algebra: stages as frozen values, pipes as immutable tuples of stages."""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import attrs
+
+from . import _seeds
+
+if TYPE_CHECKING:
+    from .loader import Loader
+
+T = TypeVar("T")
+Item = tuple[Any, Any]  # (element key, value): what flows between stages
+
+
+class EpochContext:
+    """What a running stage may know about its epoch: the seed and the epoch number."""
+
+    __slots__ = ("epoch", "seed")
+
+    def __init__(self, seed: int, epoch: int) -> None:
+        self.seed = seed
+        self.epoch = epoch
+
+    def stage_rng(self, stage_key: int) -> Any:
+        return _seeds.stage_rng(self.seed, self.epoch, stage_key)
+
+    def element_rng(self, stage_key: int, key: _seeds.Key) -> Any:
+        return _seeds.element_rng(self.seed, self.epoch, stage_key, key)
+
+
+def fn_repr(fn: object) -> str:
+    """How a user function shows in a pipe's repr: its name when it has one."""
+    name = getattr(fn, "__qualname__", None)
+    if isinstance(name, str) and getattr(fn, "__module__", None) is not None:
+        return name
+    return repr(fn)
+
+
+_short = reprlib.Repr()
+_short.maxlist = _short.maxtuple = 6
+_short.maxstring = _short.maxother = 60
+
+
+def value_repr(value: object) -> str:
+    """A short repr of a parameter: full when small, summarised when large."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        return f"<{type(value).__name__} {value.dtype} {tuple(shape)}>"
+    if callable(value) and not isinstance(value, type):
+        return fn_repr(value)
+    text = repr(value)
+    return text if len(text) <= 60 else _short.repr(value)
+
+
+def positional(**kwargs: Any) -> Any:
+    """An attrs field shown without its name in the stage's repr."""
+    return attrs.field(metadata={"positional": True}, **kwargs)
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class Stage:
+    """One step of a pipe: a frozen value holding its parameters and nothing else.
+
+    Subclasses say how they compose (the class variables) and give their semantics as
+    ``stream``: a generator over ``(key, value)`` items. ``stream`` is the plain,
+    stage-by-stage definition that every executor must reproduce.
+    """
+
+    #: the public function that builds this stage, as it shows in ``repr``
+    call_name: ClassVar[str] = ""
+    is_source: ClassVar[bool] = False
+    #: 1:1 and order-free: random access to the elements survives this stage
+    keeps_random_access: ClassVar[bool] = False
+    #: the stage takes no stage key and does not change any value (prefetch, sharding)
+    transparent: ClassVar[bool] = False
+
+    def needs_random_access(self) -> bool:
+        return False
+
+    def length(self, n: int) -> int | None:
+        """Output count for ``n`` inputs, or None when it depends on the data."""
+        return None
+
+    def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
+        raise NotImplementedError
+
+    def name_key(self) -> int | None:
+        """The stage key from a user-given name, if this stage has one."""
+        name = getattr(self, "name", None)
+        return None if name is None else _seeds.name_key(name)
+
+    def __repr__(self) -> str:
+        args = []
+        for field in attrs.fields(type(self)):
+            value = getattr(self, field.name)
+            if field.default is not attrs.NOTHING and _same(value, field.default):
+                continue
+            shown = value_repr(value)
+            args.append(shown if field.metadata.get("positional") else f"{field.name}={shown}")
+        return f"{self.call_name}({', '.join(args)})"
+
+
+def _same(a: object, b: object) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except Exception:
+        return False
+
+
+def fail(stage: str, message: str, exc: type[Exception] = ValueError) -> Exception:
+    """An argument error naming the stage: ``batch: size must be a positive int, got 0``."""
+    return exc(f"{stage}: {message}")
+
+
+def check_int(stage: str, name: str, value: object, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail(stage, f"{name} must be an int >= {minimum}, got {value!r}", TypeError)
+    if value < minimum:
+        raise fail(stage, f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_callable(stage: str, name: str, value: object) -> None:
+    if not callable(value):
+        raise fail(stage, f"{name} must be callable, got {value!r}", TypeError)
+
+
+def add_note(exc: BaseException, stage: Stage, key: object) -> None:
+    """Attach where a user error happened (PEP 678), once."""
+    if getattr(exc, "__datapipes_located__", False):
+        return
+    exc.add_note(f"datapipes: raised in stage {stage!r} on the element with key {key!r}")
+    try:
+        exc.__datapipes_located__ = True  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+
+
+class Pipe(Generic[T]):
+    """An immutable tuple of stages; ``a | b`` composes.
+
+    A pipe that starts with a source is runnable; one that does not is a fragment, to be
+    composed after a source. Pipes compare, hash and pickle by value.
+
+    >>> import datapipes as dp
+    >>> dp.Pipe() | dp.batch(2) == dp.batch(2)
+    True
+    >>> list(dp.from_sequence(range(5)) | dp.batch(2))
+    [[0, 1], [2, 3], [4]]
+    """
+
+    __slots__ = ("_hash", "stages")
+    stages: tuple[Stage, ...]
+
+    def __init__(self, *stages: Stage) -> None:
+        for stage in stages:
+            if not isinstance(stage, Stage):
+                raise TypeError(f"Pipe: expected stages, got {stage!r}")
+        _check_composition(stages)
+        object.__setattr__(self, "stages", tuple(stages))
+        object.__setattr__(self, "_hash", None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise attrs.exceptions.FrozenInstanceError()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Pipe, self.stages)
+
+    # -- algebra -------------------------------------------------------------
+    @property
+    def is_runnable(self) -> bool:
+        return bool(self.stages) and self.stages[0].is_source
+
+    def __or__(self, other: object) -> Pipe[Any]:
+        if isinstance(other, Stage):
+            other = Pipe(other)
+        if not isinstance(other, Pipe):
+            return NotImplemented
+        if other.is_runnable:
+            if self.stages:
+                raise TypeError(
+                    f"cannot put a source after other stages: {other!r} starts with a source; "
+                    "a pipe has one source, first: write `source | stages`"
+                )
+            return other
+        return Pipe(*self.stages, *other.stages)
+
+    def __ror__(self, other: object) -> Pipe[Any]:
+        if isinstance(other, Stage):
+            return Pipe(other) | self
+        return NotImplemented
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Pipe):
+            return NotImplemented
+        return self.stages == other.stages
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash(("Pipe", self.stages)))
+        return self._hash  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        if not self.stages:
+            return "Pipe()"
+        return " | ".join(repr(s) for s in self.stages)
+
+    # -- facts -----------------------------------------------------------------
+    def keyed_stages(self) -> list[tuple[int, Stage]]:
+        """Each stage with its stage key: its position (counting only stages that take
+        a key), or the key of its ``name``."""
+        out = []
+        position = 0
+        for stage in self.stages:
+            named = stage.name_key()
+            out.append((position if named is None else named, stage))
+            if not stage.transparent:
+                position += 1
+        return out
+
+    def __len__(self) -> int:
+        n = self.length()
+        if n is None:
+            raise TypeError(f"the length of this pipe is not known without iterating it: {self!r}")
+        return n
+
+    def length(self) -> int | None:
+        """The number of elements an epoch yields, or None when it depends on the data."""
+        if not self.is_runnable:
+            raise TypeError(f"a fragment has no length; compose it after a source: {self!r}")
+        n: int | None = self.stages[0].length(0)
+        for stage in self.stages[1:]:
+            if n is None:
+                return None
+            n = stage.length(n)
+        return n
+
+    # -- running -------------------------------------------------------------
+    def __iter__(self) -> Iterator[T]:
+        return self.iter()
+
+    def iter(self, *, epoch: int = 0, seed: int | None = 0) -> Iterator[T]:
+        """Iterate one epoch in this process: the reference every executor reproduces.
+
+        >>> import datapipes as dp
+        >>> p = dp.from_sequence(range(6)) | dp.shuffle()
+        >>> list(p.iter(epoch=1)) == list(p.iter(epoch=1)) != list(p.iter(epoch=2))
+        True
+        """
+        from .executors.inline import run_inline
+        from .plan import plan
+
+        self._require_runnable("iterate")
+        epoch = _seeds.check_epoch(epoch, "iter")
+        seed_value = _seeds.resolve_seed(_seeds.check_seed(seed, "iter"))
+        return run_inline(plan(self), EpochContext(seed_value, epoch))
+
+    def compile(self, **kwargs: Any) -> Loader:
+        """Build a :class:`Loader` that runs this pipe in parallel (see ``docs/loader.md``)."""
+        from .loader import Loader
+
+        self._require_runnable("compile")
+        return Loader(self, **kwargs)
+
+    def explain(self) -> str:
+        """Say how this pipe would run: which stages the planner fuses and where each runs."""
+        from .plan import plan
+
+        self._require_runnable("explain")
+        return plan(self).explain()
+
+    def _require_runnable(self, what: str) -> None:
+        if not self.is_runnable:
+            raise TypeError(
+                f"cannot {what} a fragment: it needs a source first, e.g. "
+                f"`dp.from_sequence(data) | fragment`; got {self!r}"
+            )
+
+
+def _check_composition(stages: tuple[Stage, ...]) -> None:
+    """Refuse, when the pipe is built, what could only fail halfway through an epoch."""
+    random_access = True  # a fragment may follow a random-access source
+    for position, stage in enumerate(stages):
+        if stage.is_source:
+            if position:
+                raise TypeError(
+                    f"{stage!r} is a source and must come first in a pipe, not at position "
+                    f"{position}"
+                )
+            random_access = stage.keeps_random_access
+            continue
+        if stage.needs_random_access() and not random_access:
+            raise TypeError(
+                f"{stage!r} permutes the whole dataset and needs random access, which ended "
+                f"before it; use a buffer shuffle instead, e.g. shuffle(buffer=10_000)"
+            )
+        random_access = random_access and stage.keeps_random_access
+
+
+def stage_pipe(stage: Stage) -> Pipe[Any]:
+    return Pipe(stage)
+
+
+FnT = Callable[..., Any]

@@ -1,0 +1,1 @@
+"""Executors: the in-process reference, and the parallel ones behind :class:`Loader`."""

@@ -1,0 +1,1 @@
+"""The stages, one module per family. Each public function builds a one-stage :class:`Pipe`."""

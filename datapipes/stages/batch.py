@@ -1,0 +1,105 @@
+"""``batch`` and ``unbatch``: group consecutive elements, and take groups apart."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar, TypeVar
+
+import attrs
+import numpy as np
+
+from .._graph import EpochContext, Item, Pipe, Stage, check_int, fail, positional
+from ._kernel import FLAT, ElementOp
+from ._kinds import ElementStage
+
+T = TypeVar("T")
+
+
+def batch_iter(items: Iterable[T], size: int, *, drop_last: bool = False) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items; the last may be shorter unless ``drop_last``.
+
+    >>> list(batch_iter(range(5), 2))
+    [[0, 1], [2, 3], [4]]
+    >>> list(batch_iter(range(5), 2, drop_last=True))
+    [[0, 1], [2, 3]]
+    """
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        if drop_last and len(chunk) < size:
+            return
+        yield chunk
+
+
+def batch_count(n: int, size: int, drop_last: bool) -> int:
+    return n // size if drop_last else -(-n // size)
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class Batch(Stage):
+    call_name: ClassVar[str] = "batch"
+    size: int = positional()
+    drop_last: bool = False
+
+    def length(self, n: int) -> int:
+        return batch_count(n, self.size, self.drop_last)
+
+    def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
+        for b, chunk in enumerate(batch_iter(items, self.size, drop_last=self.drop_last)):
+            yield b, [x for _, x in chunk]
+
+
+def batch(size: int, *, drop_last: bool = False) -> Pipe[list[Any]]:
+    """Group consecutive elements into lists of ``size``.
+
+    A batch's key is its position among the batches of the epoch.
+
+    >>> import datapipes as dp
+    >>> list(dp.from_sequence(range(5)) | dp.batch(2))
+    [[0, 1], [2, 3], [4]]
+    """
+    check_int("batch", "size", size, minimum=1)
+    if not isinstance(drop_last, bool):
+        raise fail("batch", f"drop_last must be a bool, got {drop_last!r}", TypeError)
+    return Pipe(Batch(size=size, drop_last=drop_last))
+
+
+def unbatch_value(group: Any) -> Iterable[Any]:
+    """The elements of one batch: a list, a tuple, an array or tensor (its rows), or a dict of
+    equal-length columns (one dict per row).
+
+    >>> list(unbatch_value({"a": [1, 2], "b": [3, 4]}))
+    [{'a': 1, 'b': 3}, {'a': 2, 'b': 4}]
+    """
+    if isinstance(group, Mapping):
+        columns = {k: list(unbatch_value(v)) for k, v in group.items()}
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            raise fail("unbatch", f"the columns of a dict batch differ in length: {lengths}")
+        n = lengths.pop() if lengths else 0
+        return [{k: v[i] for k, v in columns.items()} for i in range(n)]
+    if isinstance(group, (list, tuple)) or hasattr(group, "__iter__"):
+        if isinstance(group, (str, bytes)):
+            raise fail("unbatch", f"cannot take a string apart as a batch: {group!r}", TypeError)
+        if isinstance(group, np.ndarray) and group.ndim == 0:
+            raise fail("unbatch", "cannot take a 0-dimensional array apart", TypeError)
+        return group
+    raise fail("unbatch", f"cannot take a {type(group).__name__} apart as a batch", TypeError)
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class Unbatch(ElementStage):
+    call_name: ClassVar[str] = "unbatch"
+
+    def element_op(self, stage_key: int) -> ElementOp:
+        return (FLAT, unbatch_value, self, stage_key)
+
+
+def unbatch() -> Pipe[Any]:
+    """Take batches apart: the inverse of ``batch``.
+
+    >>> import datapipes as dp
+    >>> list(dp.from_sequence(range(5)) | dp.batch(2) | dp.unbatch())
+    [0, 1, 2, 3, 4]
+    """
+    return Pipe(Unbatch())

@@ -1,0 +1,154 @@
+"""``collate``: stack a batch of elements into arrays or tensors, like PyTorch's default."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+import torch
+
+from .._graph import Pipe, check_callable, fail, positional
+from ._kernel import MAP, ElementOp
+from ._kinds import ElementStage
+
+#: Where stacked arrays are written: ``alloc(shape, numpy_dtype) -> numpy array`` or None for
+#: ordinary memory. Worker processes set it to allocate in shared memory, so a batch is
+#: built once, in place, and crosses to the main process without a copy.
+allocator: contextvars.ContextVar[Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray] | None]
+allocator = contextvars.ContextVar("datapipes_collate_allocator", default=None)
+
+_TARGETS = ("torch", "numpy")
+
+
+def _path_str(path: tuple[object, ...]) -> str:
+    return "".join(f"[{p!r}]" for p in path) or "the elements themselves"
+
+
+def _mismatch(path: tuple[object, ...], what: str, values: Sequence[object]) -> ValueError:
+    groups: dict[str, list[int]] = {}
+    for i, v in enumerate(values):
+        groups.setdefault(v if isinstance(v, str) else repr(v), []).append(i)
+    found = "; ".join(f"{v} at batch positions {pos}" for v, pos in groups.items())
+    return ValueError(
+        f"collate: cannot stack {_path_str(path)}: the elements differ in {what}: {found}. "
+        "Pad them to one shape first (a map that pads), or pass collate(fn=...) to build "
+        "the batch yourself"
+    )
+
+
+def _stack(arrays: Sequence[np.ndarray], path: tuple[object, ...]) -> np.ndarray:
+    first = arrays[0]
+    for a in arrays:
+        if a.shape != first.shape:
+            raise _mismatch(path, "shape", [str(tuple(x.shape)) for x in arrays])
+    dtype = np.result_type(*arrays) if any(a.dtype != first.dtype for a in arrays) else first.dtype
+    alloc = allocator.get()
+    out = None if alloc is None else alloc((len(arrays), *first.shape), dtype)
+    return np.stack(arrays, out=out)
+
+
+def collate_value(batch: Sequence[Any], to: str = "torch", path: tuple[object, ...] = ()) -> Any:
+    """Stack a list of like-shaped elements: nested dicts, tuples and lists are collated field
+    by field; arrays, tensors and numbers become one array (``to="numpy"``) or tensor
+    (``to="torch"``); strings and other objects stay a list.
+
+    >>> collate_value([{"x": 1, "s": "a"}, {"x": 2, "s": "b"}])
+    {'x': tensor([1, 2]), 's': ['a', 'b']}
+    >>> collate_value([(1.0, [1, 2]), (2.0, [3, 4])], to="numpy")
+    (array([1., 2.]), [array([1, 3]), array([2, 4])])
+    """
+    if not isinstance(batch, Sequence) or isinstance(batch, (str, bytes)):
+        raise fail("collate", f"expects a batch (a list of elements), got {type(batch).__name__}",
+                   TypeError)
+    if not batch:
+        raise fail("collate", "cannot collate an empty batch")
+    first = batch[0]
+    kinds = {type(x) for x in batch}
+    if isinstance(first, torch.Tensor) and all(isinstance(x, torch.Tensor) for x in batch):
+        if any(x.shape != first.shape for x in batch):
+            raise _mismatch(path, "shape", [str(tuple(x.shape)) for x in batch])
+        if to == "numpy":
+            return _stack([x.numpy(force=True) for x in batch], path)
+        if allocator.get() is not None and first.device.type == "cpu":
+            return torch.from_numpy(_stack([x.numpy() for x in batch], path))
+        return torch.stack(list(batch))
+    if isinstance(first, (np.ndarray, np.generic)) and all(
+        isinstance(x, (np.ndarray, np.generic)) for x in batch
+    ):
+        if first.dtype.kind in "OUS" and first.dtype.kind != "b":
+            return list(batch)
+        stacked = _stack([np.asarray(x) for x in batch], path)
+        return torch.from_numpy(stacked) if to == "torch" else stacked
+    if isinstance(first, Mapping):
+        keys = list(first)
+        for x in batch:
+            if not isinstance(x, Mapping) or list(x) != keys:
+                raise _mismatch(
+                    path, "keys",
+                    [str(sorted(map(str, x))) if isinstance(x, Mapping) else type(x).__name__
+                     for x in batch],
+                )
+        out = {k: collate_value([x[k] for x in batch], to, (*path, k)) for k in keys}
+        return out if type(first) is dict else _rebuild(first, out)
+    if isinstance(first, (bool, int, float, complex)) and not isinstance(first, np.generic):
+        if not all(isinstance(x, (bool, int, float, complex)) for x in batch):
+            raise _mismatch(path, "type", [type(x).__name__ for x in batch])
+        stacked = np.asarray(batch)
+        return torch.from_numpy(stacked) if to == "torch" else stacked
+    if isinstance(first, (str, bytes)) or first is None:
+        return list(batch)
+    if isinstance(first, (tuple, list)):
+        if len(kinds) > 1 or any(len(x) != len(first) for x in batch):
+            raise _mismatch(path, "length", [f"{type(x).__name__} of {len(x)}" for x in batch])
+        fields = [collate_value(list(col), to, (*path, i)) for i, col in enumerate(zip(*batch))]
+        if isinstance(first, tuple):
+            return type(first)(*fields) if hasattr(first, "_fields") else tuple(fields)
+        return fields
+    return list(batch)
+
+
+def _rebuild(template: Mapping[Any, Any], fields: dict[Any, Any]) -> Any:
+    try:
+        return type(template)(fields)  # type: ignore[call-arg]
+    except TypeError:
+        return fields
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class Collate(ElementStage):
+    call_name: ClassVar[str] = "collate"
+    keeps_random_access: ClassVar[bool] = True
+    one_to_one: ClassVar[bool] = True
+    fn: Callable[[list[Any]], Any] | None = positional(default=None)
+    to: str = "torch"
+
+    def length(self, n: int) -> int:
+        return n
+
+    def __call__(self, batch: Sequence[Any]) -> Any:
+        return collate_value(batch, self.to) if self.fn is None else self.fn(list(batch))
+
+    def element_op(self, stage_key: int) -> ElementOp:
+        return (MAP, self, self, stage_key)
+
+
+def collate(fn: Callable[[list[Any]], Any] | None = None, *, to: str = "torch") -> Pipe[Any]:
+    """Turn each batch (a list) into stacked arrays or tensors.
+
+    With no ``fn`` it stacks like PyTorch's ``default_collate``: dicts, tuples and lists field
+    by field; arrays, tensors and numbers into one tensor (``to="torch"``) or array
+    (``to="numpy"``); strings stay lists. Elements that do not stack raise a ``ValueError``
+    naming the field, the batch positions and the shapes found.
+
+    >>> import datapipes as dp
+    >>> list(dp.from_sequence([(0, 0.5), (1, 1.5), (2, 2.5)]) | dp.batch(2) | dp.collate())
+    [(tensor([0, 1]), tensor([0.5000, 1.5000], dtype=torch.float64)), (tensor([2]), tensor([2.5000], dtype=torch.float64))]
+    """
+    if fn is not None:
+        check_callable("collate", "fn", fn)
+    if to not in _TARGETS:
+        raise fail("collate", f"to must be 'torch' or 'numpy', got {to!r}")
+    return Pipe(Collate(fn=fn, to=to))
