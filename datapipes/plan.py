@@ -15,6 +15,7 @@ A plan has three parts:
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -70,6 +71,16 @@ class Plan:
     batch_ops: tuple[ElementOp, ...]
     tail: tuple[tuple[int, Stage], ...]
     placements: tuple[Placement, ...]
+    #: the maps of a random-access plan fused into one C-level loop, when they are all
+    #: plain maps (the common, fast case); else None
+    _fused: tuple[tuple[Stage, Any], ...] | None = attrs.field(init=False)
+
+    @_fused.default
+    def _fuse(self) -> tuple[tuple[Stage, Any], ...] | None:
+        if not self.random_access or self.has_positions:
+            return None
+        maps = plain_maps(self.element_ops)
+        return None if maps is None else tuple(maps)
 
     @property
     def random_access(self) -> bool:
@@ -115,20 +126,11 @@ class Plan:
             for key, x, pos in units:
                 yield from apply_ops(ops, 0, key, x, pos, ctx)
             return
-        fetch = self.source.fetch
-        maps = plain_maps(ops)
-        if maps is not None and not self.has_positions:
-            for i in units:
-                stage: Stage = self.source
-                try:
-                    x = fetch(i)
-                    for stage, fn in maps:
-                        x = fn(x)
-                except Exception as exc:
-                    add_note(exc, stage, i)
-                    raise
-                yield i, x
+        if self._fused is not None:
+            units = list(units)
+            yield from zip(units, self.fused_values(units), strict=True)
             return
+        fetch = self.source.fetcher()
         for unit in units:
             i, pos = (unit[0], unit[1:]) if self.has_positions else (unit, ())
             try:
@@ -138,10 +140,34 @@ class Plan:
                 raise
             yield from apply_ops(ops, 0, i, x, pos, ctx)
 
+    def fused_values(self, units: list[int]) -> list[Any]:
+        """``[fn_k(...fn_1(seq[i])) for i in units]``, with no Python frame of ours per element.
+
+        When a user function raises, its element is the first one not yet produced, and its
+        stage is the one whose code is next on the traceback.
+        """
+        maps = self._fused
+        assert maps is not None
+        chain: Any = builtins.map(self.source.fetcher(), units)
+        for _, fn in maps:
+            chain = builtins.map(fn, chain)
+        out: list[Any] = []
+        try:
+            out.extend(chain)
+        except Exception as exc:
+            add_note(exc, _raising_stage(exc, self.source, maps), units[len(out)])
+            raise
+        return out
+
+    def values(self, units: list[Any], ctx: EpochContext) -> list[Any]:
+        """The elements for ``units`` when every element op is 1:1 (a batch's members)."""
+        if self._fused is not None:
+            return self.fused_values(units)
+        return [x for _, x in self.run_units(units, ctx)]
+
     def run_batch(self, b: int, units: Sequence[Any], ctx: EpochContext) -> Iterator[Item]:
         """One whole batch in the segment: its elements, then the ops on the batch."""
-        values = [x for _, x in self.run_units(units, ctx)]
-        return apply_ops(self.batch_ops, 0, b, values, (), ctx)
+        return apply_ops(self.batch_ops, 0, b, self.values(list(units), ctx), (), ctx)
 
     def batch_units(self, ctx: EpochContext) -> Iterator[tuple[int, Sequence[Any]]]:
         """``(batch key, units)`` for each batch the segment builds."""
@@ -183,6 +209,28 @@ class Plan:
 
 
 _CHUNK = 1024  # head units turned into Python values at a time
+
+
+def _raising_stage(exc: BaseException, source: Any, maps: Sequence[tuple[Stage, Any]]) -> Any:
+    """The stage whose function raised ``exc`` inside a fused C-level loop."""
+    tb = exc.__traceback__
+    frame = tb.tb_next if tb is not None else None
+    if frame is None:  # raised by C code: the source's own indexing
+        return source
+    code = frame.tb_frame.f_code
+    found = [stage for stage, fn in [(source, source.fetcher()), *maps] if _code_of(fn) is code]
+    if len(found) == 1:
+        return found[0]
+    return found[0] if found else source
+
+
+def _code_of(fn: Any) -> Any:
+    fn = getattr(fn, "__func__", fn)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        call = getattr(type(fn), "__call__", None)
+        code = getattr(call, "__code__", None)
+    return code
 
 
 def _add_position(items: Iterator[Item]) -> Iterator[Item]:

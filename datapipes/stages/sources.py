@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import collections.abc as cabc
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
@@ -47,18 +48,19 @@ class Source(Stage):
     def fetch(self, index: int) -> Any:
         raise NotImplementedError
 
+    def fetcher(self) -> Callable[[int], Any]:
+        """A callable ``i -> element``, as direct as possible (it is called per element)."""
+        return self.fetch
+
     def elements(self) -> Iterator[Any]:
         """The elements of one epoch, in source order."""
-        return (self.fetch(i) for i in range(self.size()))
+        return builtins.map(self.fetcher(), range(self.size()))
 
     def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
-        return builtin_enumerate(self.elements())
+        return enumerate(self.elements())
 
     def __repr__(self) -> str:
         return super().__repr__()
-
-
-builtin_enumerate = enumerate
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -75,6 +77,9 @@ class FromSequence(Source):
 
     def fetch(self, index: int) -> Any:
         return self.seq[index]
+
+    def fetcher(self) -> Callable[[int], Any]:
+        return self.seq.__getitem__  # type: ignore[no-any-return]
 
 
 def from_sequence(seq: cabc.Sequence[Any] | Any) -> Pipe[Any]:
