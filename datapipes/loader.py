@@ -1,0 +1,280 @@
+"""The Loader: a pipe compiled for a training loop, run by parallel workers.
+
+Each ``for`` pass over a Loader is one epoch. It yields exactly what ``pipe.iter(epoch=e,
+seed=s)`` yields, whatever the number of workers, the backend or the prefetch depth.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import pickle
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import cloudpickle
+
+from . import _seeds
+from ._graph import EpochContext, Pipe
+from .errors import StageError, WorkerError
+from .executors.pools import ProcessPool, ThreadPool
+from .executors.worker import TASK_BATCH, TASK_UNITS
+from .plan import Plan, plan
+from .stages.batch import batch_iter
+
+_BACKENDS = ("process", "thread")
+_START_METHODS = (None, "fork", "spawn", "forkserver")
+_POLL_SECONDS = 1.0
+_STREAM_CHUNK = 16
+
+
+class Loader:
+    """An iterable over the epochs of a pipe, computed by ``workers`` in parallel.
+
+    Built by :meth:`Pipe.compile`. Workers start on the first epoch and persist until
+    :meth:`close`, the end of a ``with`` block, or garbage collection.
+
+    >>> import datapipes as dp
+    >>> pipe = dp.from_sequence(range(8)) | dp.shuffle() | dp.batch(4)
+    >>> with pipe.compile(workers=2, backend="thread") as loader:
+    ...     epochs = [list(loader), list(loader)]
+    >>> epochs == [list(pipe.iter(epoch=0)), list(pipe.iter(epoch=1))]
+    True
+    """
+
+    def __init__(
+        self,
+        pipe: Pipe[Any],
+        *,
+        workers: int = 0,
+        backend: str = "process",
+        prefetch: int = 2,
+        seed: int | None = 0,
+        ordered: bool = True,
+        start_method: str | None = None,
+        pin_memory: bool = False,
+        device: Any = None,
+    ) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"compile: workers must be an int >= 0, got {workers!r}")
+        if backend not in _BACKENDS:
+            raise ValueError(f"compile: backend must be 'process' or 'thread', got {backend!r}")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise ValueError(f"compile: prefetch must be an int >= 1, got {prefetch!r}")
+        if not isinstance(ordered, bool):
+            raise TypeError(f"compile: ordered must be a bool, got {ordered!r}")
+        if start_method not in _START_METHODS:
+            raise ValueError(
+                "compile: start_method must be None, 'fork', 'spawn' or 'forkserver', got "
+                f"{start_method!r}"
+            )
+        if start_method is not None and start_method not in mp.get_all_start_methods():
+            raise ValueError(f"compile: start_method {start_method!r} is not available here")
+        from .transfer import Transfer
+
+        self._transfer = Transfer.create(pin_memory=pin_memory, device=device)
+        if backend == "process" and workers and (start_method or mp.get_start_method()) != "fork":
+            _check_shippable(pipe)
+        self.pipe = pipe
+        self.workers = workers
+        self.backend = backend
+        self.prefetch = prefetch
+        self.ordered = ordered
+        self.start_method = start_method
+        #: the seed in use; when ``seed=None`` was given, the fresh one drawn from the OS
+        self.seed = _seeds.resolve_seed(_seeds.check_seed(seed, "compile"))
+        self._plan: Plan = plan(pipe)
+        self._epoch = 0
+        self._epoch_id = 0
+        self._pool: ProcessPool | ThreadPool | None = None
+        self._outstanding: list[int] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _close_pool, [None])
+
+    # -- the public surface --------------------------------------------------------
+    def __iter__(self) -> Iterator[Any]:
+        if self._closed:
+            raise RuntimeError("this Loader is closed")
+        epoch = self._epoch
+        self._epoch += 1
+        return self._run_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch ``epoch`` (then ``epoch + 1``, ...)."""
+        self._epoch = _seeds.check_epoch(epoch, "set_epoch")
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next pass will run."""
+        return self._epoch
+
+    def __len__(self) -> int:
+        return len(self.pipe)
+
+    def explain(self) -> str:
+        """The plan: each stage, where it runs and why; then how the loader runs it."""
+        how = (
+            "in this process"
+            if self.workers == 0
+            else f"{self.workers} {self.backend} workers, {self.prefetch} tasks each in flight"
+            f" (at most {self.workers * self.prefetch}), "
+            + ("in order" if self.ordered else "unordered")
+        )
+        return f"{self._plan.explain()}\nrun: {how}"
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """The pids of the worker processes (empty before the first epoch, or for threads)."""
+        return self._pool.pids if isinstance(self._pool, ProcessPool) else []
+
+    def close(self) -> None:
+        """Stop every worker and free every shared-memory buffer not held by the user."""
+        self._closed = True
+        self._shutdown_pool()
+        self._finalizer.detach()
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Loader({self.pipe!r}, workers={self.workers}, backend={self.backend!r}, "
+            f"prefetch={self.prefetch}, seed={self.seed})"
+        )
+
+    # -- running an epoch --------------------------------------------------------------
+    def _run_epoch(self, epoch: int) -> Iterator[Any]:
+        ctx = EpochContext(self.seed, epoch)
+        if self.workers == 0:
+            items = self._plan.segment_items(ctx)
+        else:
+            items = self._parallel_items(ctx)
+        values = (x for _, x in self._plan.run_tail(items, ctx))
+        if self._transfer is not None:
+            values = self._transfer.run(values, self.prefetch)
+        return values
+
+    def _ensure_pool(self) -> ProcessPool | ThreadPool:
+        if self._pool is None:
+            if self.backend == "thread":
+                self._pool = ThreadPool(self._plan, self.workers)
+            else:
+                self._pool = ProcessPool(self.pipe, self.workers, self.start_method)
+            self._outstanding = [0] * self.workers
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _close_pool, [self._pool])
+        return self._pool
+
+    def _tasks(self, ctx: EpochContext) -> Iterator[tuple[str, Any]]:
+        p = self._plan
+        if p.batch is not None:
+            for b, units in p.batch_units(ctx):
+                yield TASK_BATCH, (b, units)
+        elif p.random_access:
+            table = p.index_table(ctx)
+            n = len(table)
+            chunk = max(1, min(64, math.ceil(n / (self.workers * 8))))
+            for start in range(0, n, chunk):
+                yield TASK_UNITS, table.units(start, start + chunk)
+        else:
+            for units in batch_iter(p.stream_units(ctx), _STREAM_CHUNK):
+                yield TASK_UNITS, units
+
+    def _parallel_items(self, ctx: EpochContext) -> Iterator[Any]:
+        pool = self._ensure_pool()
+        self._epoch_id += 1
+        eid = self._epoch_id
+        outstanding = self._outstanding
+        tasks = self._tasks(ctx)
+        limit = self.workers * self.prefetch
+        pending: dict[int, list[Any]] = {}
+        sent = delivered = 0
+        exhausted = finished = False
+        try:
+            while True:
+                while not exhausted and sent - delivered < limit:
+                    w = min(range(self.workers), key=outstanding.__getitem__)
+                    if outstanding[w] >= self.prefetch:
+                        break
+                    task = next(tasks, None)
+                    if task is None:
+                        exhausted = True
+                        break
+                    pool.send(w, (None, eid, sent, ctx.seed, ctx.epoch, *task))
+                    outstanding[w] += 1
+                    sent += 1
+                if self.ordered:
+                    while delivered in pending:
+                        items = pending.pop(delivered)
+                        delivered += 1
+                        yield from items
+                        del items
+                if exhausted and delivered == sent:
+                    finished = True
+                    return
+                for w, kind, reply_eid, seq, payload in pool.poll(eid, _POLL_SECONDS):
+                    outstanding[w] -= 1
+                    if reply_eid != eid or kind == "dropped":
+                        continue
+                    if kind == "error":
+                        raise _rebuild(payload)
+                    if self.ordered:
+                        pending[seq] = payload
+                    else:
+                        delivered += 1
+                        yield from payload
+                payload = None
+        except WorkerError:
+            self._shutdown_pool()  # a broken pool is never reused
+            raise
+        finally:
+            if not finished:
+                pending.clear()
+                if self._pool is not None:
+                    self._pool.cancel(eid)
+
+    def _shutdown_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def __del__(self) -> None:
+        try:
+            self._shutdown_pool()
+        except Exception:
+            pass
+
+
+def _close_pool(holder: list[Any]) -> None:
+    if holder and holder[0] is not None:
+        holder[0].close()
+
+
+def _rebuild(payload: Any) -> BaseException:
+    """The user's exception from a worker, with the worker's traceback attached."""
+    if isinstance(payload, BaseException):
+        return payload
+    pickled, type_name, message, text = payload
+    exc: BaseException
+    if pickled is not None:
+        exc = pickle.loads(pickled)
+    else:
+        exc = StageError(f"{type_name}: {message} (the exception could not be pickled)")
+    exc.add_note(f"worker traceback:\n{text}")
+    return exc
+
+
+def _check_shippable(pipe: Pipe[Any]) -> None:
+    try:
+        cloudpickle.dumps(pipe)
+    except Exception as exc:
+        raise TypeError(
+            f"compile: the pipe cannot be sent to spawned worker processes ({exc}); use "
+            "start_method='fork', backend='thread', or make its functions picklable"
+        ) from exc
