@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import reprlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -135,10 +136,8 @@ def add_note(exc: BaseException, stage: Stage, key: object) -> None:
     if getattr(exc, "__datapipes_located__", False):
         return
     exc.add_note(f"datapipes: raised in stage {stage!r} on the element with key {key!r}")
-    try:
+    with contextlib.suppress(AttributeError):  # exceptions with __slots__
         exc.__datapipes_located__ = True  # type: ignore[attr-defined]
-    except AttributeError:
-        pass
 
 
 class Pipe(Generic[T]):
@@ -156,6 +155,7 @@ class Pipe(Generic[T]):
 
     __slots__ = ("_hash", "stages")
     stages: tuple[Stage, ...]
+    _hash: int | None
 
     def __init__(self, *stages: Stage) -> None:
         for stage in stages:

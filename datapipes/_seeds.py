@@ -83,7 +83,7 @@ def element_rng(seed: int, epoch: int, stage_key: int, key: Key) -> np.random.Ge
 
     >>> a = element_rng(0, 0, 3, 17).integers(1 << 30)
     >>> b = element_rng(0, 0, 3, 17).integers(1 << 30)
-    >>> a == b, a == element_rng(0, 1, 3, 17).integers(1 << 30)
+    >>> bool(a == b), bool(a == element_rng(0, 1, 3, 17).integers(1 << 30))
     (True, False)
     """
     spawn = _words((epoch, stage_key, _ELEMENT, *flatten_key(key)))

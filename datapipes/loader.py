@@ -6,6 +6,7 @@ seed=s)`` yields, whatever the number of workers, the backend or the prefetch de
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing as mp
 import pickle
@@ -151,11 +152,8 @@ class Loader:
     # -- running an epoch --------------------------------------------------------------
     def _run_epoch(self, epoch: int) -> Iterator[Any]:
         ctx = EpochContext(self.seed, epoch)
-        if self.workers == 0:
-            items = self._plan.segment_items(ctx)
-        else:
-            items = self._parallel_items(ctx)
-        values = (x for _, x in self._plan.run_tail(items, ctx))
+        items = self._plan.segment_items(ctx) if self.workers == 0 else self._parallel_items(ctx)
+        values: Iterator[Any] = (x for _, x in self._plan.run_tail(items, ctx))
         if self._transfer is not None:
             values = self._transfer.run(values, self.prefetch)
         return values
@@ -245,10 +243,8 @@ class Loader:
             pool.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self._shutdown_pool()
-        except Exception:
-            pass
 
 
 def _close_pool(holder: list[Any]) -> None:

@@ -100,7 +100,7 @@ class Plan:
                 columns.append(np.arange(len(rows)))
                 continue
             assert isinstance(stage, IndexStage)
-            sel = stage.select(len(rows), ctx, stage_key)
+            sel: Any = stage.select(len(rows), ctx, stage_key)
             if isinstance(sel, slice) and isinstance(rows, range):
                 rows = rows[sel]
             else:
@@ -228,8 +228,7 @@ def _code_of(fn: Any) -> Any:
     fn = getattr(fn, "__func__", fn)
     code = getattr(fn, "__code__", None)
     if code is None:
-        call = getattr(type(fn), "__call__", None)
-        code = getattr(call, "__code__", None)
+        code = getattr(type(fn).__call__, "__code__", None)
     return code
 
 
@@ -241,7 +240,7 @@ def _add_position(items: Iterator[Item]) -> Iterator[Item]:
 def plan(pipe: Pipe[Any]) -> Plan:
     """Split a runnable pipe into head, segment and tail (see the module docstring)."""
     keyed = pipe.keyed_stages()
-    source_key, source = keyed[0]
+    _source_key, source = keyed[0]
     assert isinstance(source, Source)
     placements = [Placement(source, HEAD if not source.keeps_random_access else WORKERS,
                             "reads the stream in order" if not source.keeps_random_access
@@ -259,7 +258,7 @@ def plan(pipe: Pipe[Any]) -> Plan:
                 column = sum(isinstance(s, Enumerate) for _, s in index_ops)
                 element_ops.append((POSITION, column, stage, stage_key))
             index_ops.append((stage_key, stage))
-            placements.append(Placement(stage, HEAD, "index arithmetic, before any element is read"))
+            placements.append(Placement(stage, HEAD, "index arithmetic, no element is read"))
         elif isinstance(stage, ElementStage) and stage.one_to_one:
             element_ops.append(stage.element_op(stage_key))
             placements.append(Placement(stage, WORKERS, "per element"))
@@ -280,7 +279,7 @@ def plan(pipe: Pipe[Any]) -> Plan:
     batch_ops: list[ElementOp] = []
     if pos < len(rest) and isinstance(rest[pos][1], Batch) and one_to_one:
         batch = rest[pos][1]  # type: ignore[assignment]
-        placements.append(Placement(batch, WORKERS, "batch membership follows from the head"))
+        placements.append(Placement(rest[pos][1], WORKERS, "membership follows from the head"))
         pos += 1
         while pos < len(rest) and isinstance(rest[pos][1], ElementStage):
             stage_key, stage = rest[pos]

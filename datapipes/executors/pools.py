@@ -9,6 +9,7 @@ remaining tasks are no longer wanted (``cancel``). Replies are
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import multiprocessing.connection
 import os
@@ -46,7 +47,7 @@ class ProcessPool:
     """Worker processes, each with a task socket and a result socket."""
 
     def __init__(self, pipe: Pipe[Any], workers: int, start_method: str | None) -> None:
-        ctx = mp.get_context(start_method)
+        ctx: Any = mp.get_context(start_method)
         self.start_method = ctx.get_start_method()
         payload: Any = pipe if self.start_method == "fork" else cloudpickle.dumps(pipe)
         self.procs: list[Any] = []
@@ -87,15 +88,15 @@ class ProcessPool:
 
     def cancel(self, epoch_id: int) -> None:
         for ch in self.tasks:
-            try:
+            with contextlib.suppress(OSError):
                 ch.send(pickle.dumps(("cancel", epoch_id)))
-            except OSError:
-                pass
 
     def poll(self, epoch_id: int, timeout: float) -> list[Reply]:
         """Replies that arrived within ``timeout`` seconds; results of other epochs are not
         mapped, only released."""
-        ready = mp.connection.wait([*self.results, *self._sentinels], timeout)
+        ready: list[Any] = mp.connection.wait(
+            [*self.results, *self._sentinels], timeout  # type: ignore[list-item]
+        )
         replies: list[Reply] = []
         dead: list[int] = []
         for obj in ready:
@@ -137,10 +138,8 @@ class ProcessPool:
             return
         self._closed = True
         for ch in self.tasks:
-            try:
+            with contextlib.suppress(OSError):
                 ch.send(pickle.dumps(("stop",)))
-            except OSError:
-                pass
             ch.close()
         for proc in self.procs:
             proc.join(_JOIN_SECONDS / max(1, len(self.procs)))

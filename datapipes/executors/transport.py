@@ -12,6 +12,7 @@ Arrays that ``collate`` stacks in a worker are written straight into shared memo
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import io
@@ -45,7 +46,9 @@ def _memfd(size: int) -> int:
     try:
         fd = os.memfd_create("datapipes", os.MFD_CLOEXEC)
     except OSError as exc:
-        raise SharedMemoryError(exc.errno, f"cannot create shared memory of {size} bytes: {exc}")
+        raise SharedMemoryError(
+            exc.errno, f"cannot create shared memory of {size} bytes: {exc}"
+        ) from exc
     try:
         os.ftruncate(fd, size)
     except OSError as exc:
@@ -110,10 +113,8 @@ class Arena:
         for fd in self.fds:
             os.close(fd)
         for mm in self.maps:
-            try:
+            with contextlib.suppress(BufferError):  # still exported: freed with its array
                 mm.close()
-            except BufferError:
-                pass  # still exported to a live array; freed with it
         self.fds, self.maps, self.used, self._ranges = [], [], [], []
 
 

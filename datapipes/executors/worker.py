@@ -37,8 +37,9 @@ def describe_error(exc: BaseException) -> tuple[bytes | None, str, str, str]:
     """An exception as it can cross a process boundary: pickled if it can be, always its
     type name, message and the worker's formatted traceback."""
     text = "".join(traceback.format_exception(exc))
+    pickled: bytes | None
     try:
-        pickled: bytes | None = cloudpickle.dumps(exc)
+        pickled = cloudpickle.dumps(exc)
         pickle.loads(pickled)
     except Exception:
         pickled = None

@@ -103,7 +103,8 @@ def collate_value(batch: Sequence[Any], to: str = "torch", path: tuple[object, .
     if isinstance(first, (tuple, list)):
         if len(kinds) > 1 or any(len(x) != len(first) for x in batch):
             raise _mismatch(path, "length", [f"{type(x).__name__} of {len(x)}" for x in batch])
-        fields = [collate_value(list(col), to, (*path, i)) for i, col in enumerate(zip(*batch))]
+        columns = zip(*batch, strict=True)
+        fields = [collate_value(list(col), to, (*path, i)) for i, col in enumerate(columns)]
         if isinstance(first, tuple):
             return type(first)(*fields) if hasattr(first, "_fields") else tuple(fields)
         return fields
@@ -144,8 +145,9 @@ def collate(fn: Callable[[list[Any]], Any] | None = None, *, to: str = "torch") 
     naming the field, the batch positions and the shapes found.
 
     >>> import datapipes as dp
-    >>> list(dp.from_sequence([(0, 0.5), (1, 1.5), (2, 2.5)]) | dp.batch(2) | dp.collate())
-    [(tensor([0, 1]), tensor([0.5000, 1.5000], dtype=torch.float64)), (tensor([2]), tensor([2.5000], dtype=torch.float64))]
+    >>> pipe = dp.from_sequence([(0, 0.5), (1, 1.5), (2, 2.5)]) | dp.batch(2) | dp.collate()
+    >>> next(iter(pipe))
+    (tensor([0, 1]), tensor([0.5000, 1.5000], dtype=torch.float64))
     """
     if fn is not None:
         check_callable("collate", "fn", fn)

@@ -13,18 +13,18 @@ import numpy as np
 from .._graph import EpochContext, Item, Pipe, Stage, fail, positional, value_repr
 
 
-def data_eq(a: object, b: object) -> bool:
+def data_eq(a: Any, b: Any) -> bool:
     """Equality for data held by a source: by value where that is cheap and well defined."""
     if a is b:
         return True
     if type(a) is not type(b):
         return False
     if isinstance(a, np.ndarray):
-        return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))  # type: ignore[attr-defined]
+        return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
     if _is_tensor(a):
         import torch
 
-        return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))  # type: ignore[attr-defined]
+        return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))
     if isinstance(a, tuple) and isinstance(b, tuple):
         return len(a) == len(b) and all(data_eq(x, y) for x, y in zip(a, b, strict=True))
     try:
