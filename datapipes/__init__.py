@@ -9,21 +9,25 @@
 from ._graph import Pipe as Pipe
 from .errors import StageError as StageError
 from .errors import WorkerError as WorkerError
+from .loader import Loader as Loader
 from .stages.batch import batch as batch
 from .stages.batch import unbatch as unbatch
 from .stages.collate import collate as collate
 from .stages.filter import filter as filter
 from .stages.map import flat_map as flat_map
 from .stages.map import map as map
+from .stages.map import parallel_map as parallel_map
 from .stages.positions import enumerate as enumerate
 from .stages.positions import skip as skip
 from .stages.positions import take as take
+from .stages.prefetch import prefetch as prefetch
 from .stages.shuffle import shuffle as shuffle
 from .stages.sources import from_arrays as from_arrays
 from .stages.sources import from_iterable as from_iterable
 from .stages.sources import from_sequence as from_sequence
 
 __all__ = [
+    "Loader",
     "Pipe",
     "StageError",
     "WorkerError",
@@ -36,6 +40,8 @@ __all__ = [
     "from_iterable",
     "from_sequence",
     "map",
+    "parallel_map",
+    "prefetch",
     "shuffle",
     "skip",
     "take",

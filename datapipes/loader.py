@@ -86,7 +86,7 @@ class Loader:
         self.start_method = start_method
         #: the seed in use; when ``seed=None`` was given, the fresh one drawn from the OS
         self.seed = _seeds.resolve_seed(_seeds.check_seed(seed, "compile"))
-        self._plan: Plan = plan(pipe)
+        self._plan: Plan = plan(pipe, inline=workers == 0)
         self._epoch = 0
         self._epoch_id = 0
         self._pool: ProcessPool | ThreadPool | None = None

@@ -26,7 +26,9 @@ from ._graph import EpochContext, Item, Pipe, Stage, add_note
 from .stages._kernel import POSITION, ElementOp, apply_ops, plain_maps
 from .stages._kinds import ElementStage, IndexStage
 from .stages.batch import Batch, batch_iter
+from .stages.map import ParallelMap
 from .stages.positions import Enumerate
+from .stages.prefetch import Prefetch
 from .stages.sources import Source
 
 HEAD, WORKERS, TAIL = "main", "workers", "tail"
@@ -237,62 +239,64 @@ def _add_position(items: Iterator[Item]) -> Iterator[Item]:
         yield key, (x, (*pos, position))
 
 
-def plan(pipe: Pipe[Any]) -> Plan:
-    """Split a runnable pipe into head, segment and tail (see the module docstring)."""
+def plan(pipe: Pipe[Any], *, inline: bool = True) -> Plan:
+    """Split a runnable pipe into head, segment and tail (see the module docstring).
+
+    ``inline`` plans for this process alone: then ``parallel_map`` and ``prefetch`` run as
+    themselves (a pool, a thread). With workers (``inline=False``) the workers already run
+    in parallel and ahead: ``parallel_map`` runs in them as a map, ``prefetch`` is dropped.
+    """
     keyed = pipe.keyed_stages()
-    _source_key, source = keyed[0]
+    source = keyed[0][1]
     assert isinstance(source, Source)
-    placements = [Placement(source, HEAD if not source.keeps_random_access else WORKERS,
-                            "reads the stream in order" if not source.keeps_random_access
-                            else "each worker fetches the elements it needs by index")]
+    placements = [
+        Placement(source, WORKERS, "each worker fetches the elements it needs by index")
+        if source.keeps_random_access
+        else Placement(source, HEAD, "reads the stream in order")
+    ]
     index_ops: list[tuple[int, Stage]] = []
     element_ops: list[ElementOp] = []
+    batch: Batch | None = None
+    batch_ops: list[ElementOp] = []
     rest = keyed[1:]
     pos = 0
-
-    # The head: a prefix of stages that never look at values (1:1 maps commute with it).
+    phase = "head"  # then "segment", "batch"
+    one_to_one = True
     while pos < len(rest):
         stage_key, stage = rest[pos]
-        if isinstance(stage, (IndexStage, Enumerate)):
+        if isinstance(stage, (Prefetch, ParallelMap)) and inline:
+            break  # runs as itself, on the stream: the tail starts here
+        if isinstance(stage, Prefetch):
+            placements.append(Placement(stage, WORKERS, "dropped: the workers already run ahead"))
+        elif phase == "head" and isinstance(stage, (IndexStage, Enumerate)):
             if isinstance(stage, Enumerate):
                 column = sum(isinstance(s, Enumerate) for _, s in index_ops)
                 element_ops.append((POSITION, column, stage, stage_key))
             index_ops.append((stage_key, stage))
             placements.append(Placement(stage, HEAD, "index arithmetic, no element is read"))
-        elif isinstance(stage, ElementStage) and stage.one_to_one:
-            element_ops.append(stage.element_op(stage_key))
-            placements.append(Placement(stage, WORKERS, "per element"))
+        elif isinstance(stage, ElementStage):
+            if phase == "batch":
+                batch_ops.append(stage.element_op(stage_key))
+                placements.append(Placement(stage, WORKERS, "per batch"))
+            else:
+                if not stage.one_to_one:
+                    phase = "segment"
+                    one_to_one = False
+                element_ops.append(stage.element_op(stage_key))
+                placements.append(Placement(stage, WORKERS, "per element"))
+        elif isinstance(stage, Batch) and phase != "batch" and one_to_one:
+            phase = "batch"
+            batch = stage
+            placements.append(Placement(stage, WORKERS, "membership follows from the head"))
         else:
             break
         pos += 1
-
-    # The segment: more per-element work, then perhaps whole batches.
-    one_to_one = True
-    while pos < len(rest) and isinstance(rest[pos][1], ElementStage):
-        stage_key, stage = rest[pos]
-        assert isinstance(stage, ElementStage)
-        one_to_one = one_to_one and stage.one_to_one
-        element_ops.append(stage.element_op(stage_key))
-        placements.append(Placement(stage, WORKERS, "per element"))
-        pos += 1
-    batch: Batch | None = None
-    batch_ops: list[ElementOp] = []
-    if pos < len(rest) and isinstance(rest[pos][1], Batch) and one_to_one:
-        batch = rest[pos][1]  # type: ignore[assignment]
-        placements.append(Placement(rest[pos][1], WORKERS, "membership follows from the head"))
-        pos += 1
-        while pos < len(rest) and isinstance(rest[pos][1], ElementStage):
-            stage_key, stage = rest[pos]
-            batch_ops.append(stage.element_op(stage_key))  # type: ignore[attr-defined]
-            placements.append(Placement(stage, WORKERS, "per batch"))
-            pos += 1
 
     # The tail: the first stage that needs the whole stream, and everything after it.
     tail = tuple(rest[pos:])
     if tail:
         first = tail[0][1]
-        why = _tail_reason(first, one_to_one)
-        placements.append(Placement(first, TAIL, why))
+        placements.append(Placement(first, TAIL, _tail_reason(first, one_to_one)))
         for _, stage in tail[1:]:
             placements.append(Placement(stage, TAIL, f"after {first!r}"))
     return Plan(pipe, source, tuple(index_ops), tuple(element_ops), batch, tuple(batch_ops),
@@ -300,6 +304,10 @@ def plan(pipe: Pipe[Any]) -> Plan:
 
 
 def _tail_reason(stage: Stage, one_to_one: bool) -> str:
+    if isinstance(stage, ParallelMap):
+        return "runs on its own pool in this process"
+    if isinstance(stage, Prefetch):
+        return "runs what comes before it on a background thread"
     if not one_to_one:
         return "needs the stream in order: a filter or flat_map before it changes the count"
     return "needs the stream in order"

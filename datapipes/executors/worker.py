@@ -61,7 +61,7 @@ def process_main(
 ) -> None:
     """The body of a worker process."""
     pipe = cloudpickle.loads(pipe_or_bytes) if isinstance(pipe_or_bytes, bytes) else pipe_or_bytes
-    the_plan = plan(pipe)
+    the_plan = plan(pipe, inline=False)
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     cancelled = [-1]  # tasks of epoch ids up to this are dropped unrun
 

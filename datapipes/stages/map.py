@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import collections
+import concurrent.futures
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import attrs
+import cloudpickle
 
-from .._graph import Pipe, check_callable, fail, positional
+from .._graph import (
+    EpochContext,
+    Item,
+    Pipe,
+    Stage,
+    add_note,
+    check_callable,
+    check_int,
+    fail,
+    positional,
+)
 from ._kernel import FLAT, MAP, RNG_MAP, ElementOp
 from ._kinds import ElementStage
 
@@ -73,3 +86,101 @@ def flat_map(fn: Callable[[Any], Iterable[Any]]) -> Pipe[Any]:
     """
     check_callable("flat_map", "fn", fn)
     return Pipe(FlatMap(fn=fn))
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class ParallelMap(Map):
+    """``map`` whose calls run on a pool when the pipe runs in this process."""
+
+    call_name: ClassVar[str] = "parallel_map"
+    workers: int
+    backend: str = "thread"
+
+    def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
+        return pooled_map(self, items, ctx, stage_key)
+
+
+def parallel_map(
+    fn: Callable[..., Any],
+    *,
+    workers: int,
+    backend: str = "thread",
+    rng: bool = False,
+    name: str | None = None,
+) -> Pipe[Any]:
+    """``map(fn)`` computed by a pool of ``workers`` threads (or processes), in order.
+
+    For I/O-bound work (reading files, decoding with libraries that release the GIL) in a
+    pipe iterated in this process. The output is exactly ``map(fn, rng=rng)``'s. In a
+    compiled :class:`Loader` with workers, the stage runs inside the workers like a map:
+    they are already parallel.
+
+    >>> import datapipes as dp
+    >>> list(dp.from_sequence(range(5)) | dp.parallel_map(abs, workers=2))
+    [0, 1, 2, 3, 4]
+    """
+    check_callable("parallel_map", "fn", fn)
+    check_int("parallel_map", "workers", workers, minimum=1)
+    if backend not in ("thread", "process"):
+        raise fail("parallel_map", f"backend must be 'thread' or 'process', got {backend!r}")
+    if not isinstance(rng, bool):
+        raise fail("parallel_map", f"rng must be a bool, got {rng!r}", TypeError)
+    _check_name("parallel_map", name)
+    return Pipe(ParallelMap(fn=fn, rng=rng, name=name, workers=workers, backend=backend))
+
+
+def _call(fn: Callable[..., Any], x: Any, rng: Any) -> Any:
+    return fn(x) if rng is None else fn(x, rng)
+
+
+def pooled_map(
+    stage: ParallelMap, items: Iterator[Item], ctx: EpochContext, stage_key: int
+) -> Iterator[Item]:
+    """Run ``stage.fn`` on a pool, at most ``2 × workers`` calls ahead, yielding in order."""
+    if stage.backend == "thread":
+        pool: Any = concurrent.futures.ThreadPoolExecutor(stage.workers, "datapipes-map")
+        fn: Any = stage.fn
+    else:
+        pool = concurrent.futures.ProcessPoolExecutor(stage.workers)
+        fn = _Shipped(cloudpickle.dumps(stage.fn))
+    ahead: collections.deque[tuple[Any, Any]] = collections.deque()
+    try:
+        for key, x in items:
+            rng = ctx.element_rng(stage_key, key) if stage.rng else None
+            ahead.append((key, pool.submit(_call, fn, x, rng)))
+            if len(ahead) >= 2 * stage.workers:
+                yield _result(stage, *ahead.popleft())
+        while ahead:
+            yield _result(stage, *ahead.popleft())
+    finally:
+        for _, future in ahead:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(stage: Stage, key: Any, future: Any) -> Item:
+    try:
+        return key, future.result()
+    except Exception as exc:
+        add_note(exc, stage, key)
+        raise
+
+
+class _Shipped:
+    """A function sent to worker processes with cloudpickle (lambdas and closures work)."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self._fn: Any = None
+
+    def __call__(self, *args: Any) -> Any:
+        if self._fn is None:
+            self._fn = cloudpickle.loads(self.payload)
+        return self._fn(*args)
+
+    def __getstate__(self) -> bytes:
+        return self.payload
+
+    def __setstate__(self, payload: bytes) -> None:
+        self.payload = payload
+        self._fn = None
