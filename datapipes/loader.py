@@ -21,6 +21,7 @@ from . import _seeds
 from ._graph import EpochContext, Pipe
 from .errors import StageError, WorkerError
 from .executors.pools import ProcessPool, ThreadPool
+from .executors.shared_list import share_objects
 from .executors.worker import TASK_BATCH, TASK_UNITS
 from .plan import Plan, plan
 from .stages.batch import batch_iter
@@ -87,6 +88,9 @@ class Loader:
         #: the seed in use; when ``seed=None`` was given, the fresh one drawn from the OS
         self.seed = _seeds.resolve_seed(_seeds.check_seed(seed, "compile"))
         self._plan: Plan = plan(pipe, inline=workers == 0)
+        self._worker_pipe, self._sharing = pipe, None
+        if backend == "process" and workers:
+            self._worker_pipe, self._sharing = share_objects(pipe)
         self._epoch = 0
         self._epoch_id = 0
         self._pool: ProcessPool | ThreadPool | None = None
@@ -124,7 +128,8 @@ class Loader:
             f" (at most {self.workers * self.prefetch}), "
             + ("in order" if self.ordered else "unordered")
         )
-        return f"{self._plan.explain()}\nrun: {how}"
+        sharing = f"\nsource: {self._sharing}" if self._sharing else ""
+        return f"{self._plan.explain()}\nrun: {how}{sharing}"
 
     @property
     def worker_pids(self) -> list[int]:
@@ -163,7 +168,7 @@ class Loader:
             if self.backend == "thread":
                 self._pool = ThreadPool(self._plan, self.workers)
             else:
-                self._pool = ProcessPool(self.pipe, self.workers, self.start_method)
+                self._pool = ProcessPool(self._worker_pipe, self.workers, self.start_method)
             self._outstanding = [0] * self.workers
             self._finalizer.detach()
             self._finalizer = weakref.finalize(self, _close_pool, [self._pool])
@@ -207,12 +212,12 @@ class Loader:
                     pool.send(w, (None, eid, sent, ctx.seed, ctx.epoch, *task))
                     outstanding[w] += 1
                     sent += 1
-                if self.ordered:
-                    while delivered in pending:
-                        items = pending.pop(delivered)
-                        delivered += 1
-                        yield from items
-                        del items
+                if delivered in pending:  # ordered: the next result in sequence is here
+                    items = pending.pop(delivered)
+                    delivered += 1
+                    yield from items
+                    del items
+                    continue  # refill before waiting
                 if exhausted and delivered == sent:
                     finished = True
                     return

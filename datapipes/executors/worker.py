@@ -78,7 +78,8 @@ def process_main(
                 else:
                     inbox.put(message)
         except (EOFError, OSError):
-            inbox.put(None)
+            pass
+        inbox.put(None)
 
     threading.Thread(target=receive, daemon=True, name="datapipes-receive").start()
     contexts = _Contexts()
