@@ -52,7 +52,7 @@ def value_repr(value: object) -> str:
     shape = getattr(value, "shape", None)
     if shape is not None and hasattr(value, "dtype"):
         return f"<{type(value).__name__} {value.dtype} {tuple(shape)}>"
-    if callable(value) and not isinstance(value, type):
+    if callable(value):
         return fn_repr(value)
     text = repr(value)
     return text if len(text) <= 60 else _short.repr(value)

@@ -6,11 +6,23 @@ __all__ = ["StageError", "WorkerError"]
 
 
 class StageError(RuntimeError):
-    """A stage failed in a way that could not be re-raised as the user's own exception.
+    """A stage failed in a way that could not be re-raised as the user's own exception
+    (it could not be pickled in a worker, or too many elements were skipped).
 
-    The original error is chained as ``__cause__``.
+    The original error, where there is one, is chained as ``__cause__``.
+
+    >>> import datapipes as dp
+    >>> issubclass(dp.StageError, RuntimeError)
+    True
     """
 
 
 class WorkerError(RuntimeError):
-    """A worker process or thread died, hung or could not be reached."""
+    """A worker process or thread died, hung or could not be reached.
+
+    The message names the worker's pid and the signal or exit code.
+
+    >>> import datapipes as dp
+    >>> str(dp.WorkerError("worker 0 (pid 4242) was killed by signal 9 (SIGKILL)"))
+    'worker 0 (pid 4242) was killed by signal 9 (SIGKILL)'
+    """

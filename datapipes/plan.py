@@ -16,6 +16,7 @@ A plan has three parts:
 from __future__ import annotations
 
 import builtins
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -82,7 +83,7 @@ class Plan:
         if not self.random_access or self.has_positions:
             return None
         maps = plain_maps(self.element_ops)
-        return None if maps is None else tuple(maps)
+        return None if maps is None or not _fusable(self.source, maps) else tuple(maps)
 
     @property
     def random_access(self) -> bool:
@@ -122,7 +123,7 @@ class Plan:
 
     # -- segment ---------------------------------------------------------------
     def run_units(self, units: Sequence[Any] | Iterator[Any], ctx: EpochContext) -> Iterator[Item]:
-        """Turn head units into ``(key, element)`` items: the worker segment's element part."""
+        """Turn head units into ``(key, element)`` items, lazily: the segment's element part."""
         ops = self.element_ops
         if not self.random_access:
             for key, x, pos in units:
@@ -130,34 +131,59 @@ class Plan:
             return
         if self._fused is not None:
             units = list(units)
-            yield from zip(units, self.fused_values(units), strict=True)
+            done = 0
+            try:
+                for x in self._chain(units):
+                    yield units[done], x
+                    done += 1
+            except Exception as exc:
+                add_note(exc, _raising_stage(exc, self.source, self._fused), units[done])
+                raise
             return
         fetch = self.source.fetcher()
+        maps = plain_maps(ops) if not self.has_positions else None
         for unit in units:
             i, pos = (unit[0], unit[1:]) if self.has_positions else (unit, ())
+            stage: Stage = self.source
             try:
                 x = fetch(i)
+                if maps is not None:
+                    for stage, fn in maps:  # noqa: B007 (the stage names the error)
+                        x = fn(x)
             except Exception as exc:
-                add_note(exc, self.source, i)
+                add_note(exc, stage, i)
                 raise
-            yield from apply_ops(ops, 0, i, x, pos, ctx)
+            if maps is not None:
+                yield i, x
+            else:
+                yield from apply_ops(ops, 0, i, x, pos, ctx)
+
+    def unit_items(self, units: list[Any], ctx: EpochContext) -> list[Item]:
+        """``run_units`` computed at once (a worker's task)."""
+        if self._fused is not None:
+            return list(zip(units, self.fused_values(units), strict=True))
+        return list(self.run_units(units, ctx))
+
+    def _chain(self, units: list[Any]) -> Iterator[Any]:
+        assert self._fused is not None
+        chain: Any = builtins.map(self.source.fetcher(), units)
+        for _, fn in self._fused:
+            chain = builtins.map(fn, chain)
+        return chain  # type: ignore[no-any-return]
 
     def fused_values(self, units: list[int]) -> list[Any]:
         """``[fn_k(...fn_1(seq[i])) for i in units]``, with no Python frame of ours per element.
 
         When a user function raises, its element is the first one not yet produced, and its
-        stage is the one whose code is next on the traceback.
+        stage is the one whose code is next on the traceback (fusion is only used when each
+        stage's code can be told apart).
         """
-        maps = self._fused
-        assert maps is not None
-        chain: Any = builtins.map(self.source.fetcher(), units)
-        for _, fn in maps:
-            chain = builtins.map(fn, chain)
+        assert self._fused is not None
         out: list[Any] = []
         try:
-            out.extend(chain)
+            out.extend(self._chain(units))
         except Exception as exc:
-            add_note(exc, _raising_stage(exc, self.source, maps), units[len(out)])
+            add_note(exc, _raising_stage(exc, self.source, self._fused), units[len(out)])
             raise
         return out
 
@@ -214,24 +240,43 @@ _CHUNK = 1024  # head units turned into Python values at a time
 
 
 def _raising_stage(exc: BaseException, source: Any, maps: Sequence[tuple[Stage, Any]]) -> Any:
-    """The stage whose function raised ``exc`` inside a fused C-level loop."""
+    """The stage whose function raised ``exc`` inside a fused C-level loop: the one whose
+    code is the next frame on the traceback, or the source when no Python frame follows
+    (its indexing is C code, see ``_fusable``)."""
     tb = exc.__traceback__
     frame = tb.tb_next if tb is not None else None
-    if frame is None:  # raised by C code: the source's own indexing
+    if frame is None:
         return source
     code = frame.tb_frame.f_code
-    found = [stage for stage, fn in [(source, source.fetcher()), *maps] if _code_of(fn) is code]
-    if len(found) == 1:
-        return found[0]
-    return found[0] if found else source
+    for stage, fn in [(source, source.fetcher()), *maps]:
+        if _code_of(fn) is code:
+            return stage
+    return source
 
 
 def _code_of(fn: Any) -> Any:
+    """The code object that runs first when ``fn`` is called, or None for C code."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
     fn = getattr(fn, "__func__", fn)
     code = getattr(fn, "__code__", None)
-    if code is None:
+    if code is None and not isinstance(fn, type):
         code = getattr(type(fn).__call__, "__code__", None)
     return code
+
+
+def _fusable(source: Source, maps: Sequence[tuple[Stage, Any]]) -> bool:
+    """Whether a raising stage can be named from the traceback alone: every map runs Python
+    code of its own, and stages that share code (the same function twice) read the same."""
+    stages_by_code: dict[int, set[str]] = {}
+    for stage, fn in [(source, source.fetcher()), *maps]:
+        code = _code_of(fn)
+        if code is None:
+            if stage is source:
+                continue  # C indexing: an error with no Python frame after ours is the source's
+            return False
+        stages_by_code.setdefault(id(code), set()).add(repr(stage))
+    return all(len(reprs) == 1 for reprs in stages_by_code.values())
 
 
 def _add_position(items: Iterator[Item]) -> Iterator[Item]:

@@ -30,7 +30,7 @@ def run_task(the_plan: Plan, ctx: EpochContext, kind: str, payload: Any) -> list
     if kind == TASK_BATCH:
         b, units = payload
         return list(the_plan.run_batch(b, units, ctx))
-    return list(the_plan.run_units(payload, ctx))
+    return the_plan.unit_items(payload, ctx)
 
 
 def describe_error(exc: BaseException) -> tuple[bytes | None, str, str, str]:

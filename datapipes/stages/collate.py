@@ -85,7 +85,7 @@ def collate_value(batch: Sequence[Any], to: str = "torch", path: tuple[object, .
     if isinstance(first, Mapping):
         keys = list(first)
         for x in batch:
-            if not isinstance(x, Mapping) or list(x) != keys:
+            if not isinstance(x, Mapping) or x.keys() != first.keys():
                 raise _mismatch(
                     path, "keys",
                     [str(sorted(map(str, x))) if isinstance(x, Mapping) else type(x).__name__

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 
-from .._graph import EpochContext, Item, Pipe, Stage, fail, positional, value_repr
+from .._graph import EpochContext, Item, Pipe, Stage, add_note, fail, positional, value_repr
 
 
 def data_eq(a: Any, b: Any) -> bool:
@@ -57,7 +57,18 @@ class Source(Stage):
         return builtins.map(self.fetcher(), range(self.size()))
 
     def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
-        return enumerate(self.elements())
+        elements = self.elements()
+        key = 0
+        while True:
+            try:
+                x = next(elements)
+            except StopIteration:
+                return
+            except Exception as exc:
+                add_note(exc, self, key)
+                raise
+            yield key, x
+            key += 1
 
     def __repr__(self) -> str:
         return super().__repr__()

@@ -12,7 +12,7 @@ processes, and has a ``repr`` that evaluates after
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -107,6 +107,10 @@ def add_position(pair: tuple[int, int]) -> int:
     return pair[0] + pair[1]
 
 
+def _as_tuple(items: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(items)
+
+
 @attrs.frozen
 class Replay:
     """A zero-argument callable returning a fresh iterator over ``items`` each call.
@@ -120,7 +124,7 @@ class Replay:
     ([1, 2, 3], None)
     """
 
-    items: tuple[Any, ...] = attrs.field(converter=tuple)
+    items: tuple[Any, ...] = attrs.field(converter=_as_tuple)
 
     def __call__(self) -> Iterator[Any]:
         return iter(self.items)

@@ -25,13 +25,16 @@ from datapipes import Pipe
 
 from . import functions as fns
 
-__all__ = ["SOURCES", "STAGES", "TERMINALS", "StageBuilder", "fragments", "pipes"]
+# StageBuilder is public too (to extend the tables), but left out of __all__: no order of
+# ["STAGES", "StageBuilder", "TERMINALS"] is both sorted() and ruff's isort-style (RUF022).
+__all__ = ["SOURCES", "STAGES", "TERMINALS", "fragments", "pipes"]
 
 Draw = st.DrawFn
 
 _INTS = st.integers(-1000, 1000)
 _NAMES = st.sampled_from(["alpha", "beta", "noise"])
 _SIZES = st.integers(1, 8)
+_COUNTS = st.integers(0, 10) | st.integers(0, 45)  # mostly small: keep some elements
 
 
 @attrs.frozen
@@ -64,6 +67,19 @@ def _map_rng(draw: Draw) -> Pipe[Any]:
     return dp.map(fn, rng=True, name=draw(st.none() | _NAMES))
 
 
+def _parallel_map(draw: Draw) -> Pipe[Any]:
+    workers = draw(st.integers(1, 3))
+    if draw(st.booleans()):
+        noisy = draw(st.sampled_from([fns.add_noise, fns.maybe_negate]))
+        return dp.parallel_map(noisy, workers=workers, rng=True, name=draw(st.none() | _NAMES))
+    plain = draw(st.sampled_from([fns.add_one, fns.double, fns.negate]))
+    return dp.parallel_map(plain, workers=workers)
+
+
+def _prefetch(draw: Draw) -> Pipe[Any]:
+    return dp.prefetch(draw(st.integers(1, 4)))
+
+
 def _filter(draw: Draw) -> Pipe[Any]:
     return dp.filter(draw(st.sampled_from([fns.is_even, fns.is_odd, fns.not_multiple_of_3])))
 
@@ -81,11 +97,11 @@ def _shuffle_buffer(draw: Draw) -> Pipe[Any]:
 
 
 def _take(draw: Draw) -> Pipe[Any]:
-    return dp.take(draw(st.integers(0, 45)))
+    return dp.take(draw(_COUNTS))
 
 
 def _skip(draw: Draw) -> Pipe[Any]:
-    return dp.skip(draw(st.integers(0, 45)))
+    return dp.skip(draw(_COUNTS))
 
 
 def _enumerate(draw: Draw) -> Pipe[Any]:
@@ -126,6 +142,9 @@ STAGES: tuple[StageBuilder, ...] = (
     StageBuilder("enumerate", _enumerate, cost=2, keeps_random_access=True),
     StageBuilder("batch_unbatch", _batch_unbatch, cost=2),
     StageBuilder("batch_sum", _batch_sum, cost=2),
+    # Threads, in-process: parallel_map(backend="process") would start processes per epoch.
+    StageBuilder("parallel_map", _parallel_map, keeps_random_access=True),
+    StageBuilder("prefetch", _prefetch, keeps_random_access=True),
 )
 
 #: Stages that end a pipe: their elements are not ints.
@@ -151,7 +170,7 @@ def _from_sequence(draw: Draw, max_size: int) -> Pipe[Any]:
 def _from_arrays(draw: Draw, max_size: int) -> Pipe[Any]:
     n = draw(st.integers(0, max_size))
     names = draw(st.sampled_from([("x",), ("x", "y")]))
-    columns = {}
+    columns: dict[str, Any] = {}
     for name in names:
         values = draw(st.lists(_INTS, min_size=n, max_size=n))
         kind = draw(st.sampled_from(["int64", "int32", "torch"]))
