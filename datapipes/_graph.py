@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import reprlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -19,19 +18,46 @@ Item = tuple[Any, Any]  # (element key, value): what flows between stages
 
 
 class EpochContext:
-    """What a running stage may know about its epoch: the seed and the epoch number."""
+    """What a running stage may know about its epoch: the seed, the epoch number, and the
+    error policy (``skip``: drop an element whose stage raised, and record it)."""
 
-    __slots__ = ("epoch", "seed")
+    __slots__ = ("epoch", "seed", "skip", "skipped")
 
-    def __init__(self, seed: int, epoch: int) -> None:
+    def __init__(self, seed: int, epoch: int, *, skip: bool = False) -> None:
         self.seed = seed
         self.epoch = epoch
+        self.skip = skip
+        #: the elements dropped under ``skip``, in the order they failed
+        self.skipped: list[Skipped] = []
+
+    def failed(self, exc: Exception, stage: Stage, key: object) -> None:
+        """Handle a user error on one element: note where it happened, then re-raise it, or
+        under ``skip`` record it so the caller drops the element."""
+        add_note(exc, stage, key)
+        if not self.skip:
+            raise exc
+        self.skipped.append(Skipped(repr(stage), key, type(exc).__qualname__, str(exc), exc))
 
     def stage_rng(self, stage_key: int) -> Any:
         return _seeds.stage_rng(self.seed, self.epoch, stage_key)
 
     def element_rng(self, stage_key: int, key: _seeds.Key) -> Any:
         return _seeds.element_rng(self.seed, self.epoch, stage_key, key)
+
+
+@attrs.frozen
+class Skipped:
+    """An element dropped by ``on_error="skip"``: where, which, and what went wrong."""
+
+    stage: str
+    key: Any
+    error: str
+    message: str
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+
+    def plain(self) -> Skipped:
+        """The record without the exception object (to send it between processes)."""
+        return Skipped(self.stage, self.key, self.error, self.message)
 
 
 def fn_repr(fn: object) -> str:
@@ -42,11 +68,6 @@ def fn_repr(fn: object) -> str:
     return repr(fn)
 
 
-_short = reprlib.Repr()
-_short.maxlist = _short.maxtuple = 6
-_short.maxstring = _short.maxother = 60
-
-
 def value_repr(value: object) -> str:
     """A short repr of a parameter: full when small, summarised when large."""
     shape = getattr(value, "shape", None)
@@ -55,7 +76,10 @@ def value_repr(value: object) -> str:
     if callable(value):
         return fn_repr(value)
     text = repr(value)
-    return text if len(text) <= 60 else _short.repr(value)
+    if len(text) <= 60:
+        return text
+    size = f" of {len(value)}" if hasattr(value, "__len__") else ""
+    return f"<{type(value).__name__}{size}>"  # not evaluable on purpose: never a different pipe
 
 
 def positional(**kwargs: Any) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 import cloudpickle
 
 from . import _seeds
-from ._graph import EpochContext, Pipe
+from ._graph import EpochContext, Pipe, Skipped
 from .errors import StageError, WorkerError
 from .executors.pools import ProcessPool, ThreadPool
 from .executors.shared_list import share_objects
@@ -58,6 +58,9 @@ class Loader:
         start_method: str | None = None,
         pin_memory: bool = False,
         device: Any = None,
+        timeout: float | None = None,
+        on_error: str = "raise",
+        max_skipped: int | None = None,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"compile: workers must be an int >= 0, got {workers!r}")
@@ -72,6 +75,20 @@ class Loader:
                 "compile: start_method must be None, 'fork', 'spawn' or 'forkserver', got "
                 f"{start_method!r}"
             )
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+        ):
+            raise ValueError(f"compile: timeout must be a positive number of seconds or None, "
+                             f"got {timeout!r}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"compile: on_error must be 'raise' or 'skip', got {on_error!r}")
+        if max_skipped is not None and (
+            isinstance(max_skipped, bool) or not isinstance(max_skipped, int) or max_skipped < 0
+        ):
+            raise ValueError(f"compile: max_skipped must be an int >= 0 or None, got "
+                             f"{max_skipped!r}")
+        if max_skipped is not None and on_error != "skip":
+            raise ValueError("compile: max_skipped only applies with on_error='skip'")
         if start_method is not None and start_method not in mp.get_all_start_methods():
             raise ValueError(f"compile: start_method {start_method!r} is not available here")
         from .transfer import Transfer
@@ -87,7 +104,12 @@ class Loader:
         self.start_method = start_method
         #: the seed in use; when ``seed=None`` was given, the fresh one drawn from the OS
         self.seed = _seeds.resolve_seed(_seeds.check_seed(seed, "compile"))
-        self._plan: Plan = plan(pipe, inline=workers == 0)
+        self.timeout = None if timeout is None else float(timeout)
+        self.on_error = on_error
+        self.max_skipped = max_skipped
+        #: elements dropped under ``on_error="skip"`` in the current epoch
+        self.skipped: list[Skipped] = []
+        self._plan: Plan = plan(pipe, inline=workers == 0, skipping=on_error == "skip")
         self._worker_pipe, self._sharing = pipe, None
         if backend == "process" and workers:
             self._worker_pipe, self._sharing = share_objects(pipe)
@@ -117,6 +139,8 @@ class Loader:
         return self._epoch
 
     def __len__(self) -> int:
+        if self.on_error == "skip":
+            raise TypeError("the length of a Loader with on_error='skip' is not known in advance")
         return len(self.pipe)
 
     def explain(self) -> str:
@@ -156,9 +180,12 @@ class Loader:
 
     # -- running an epoch --------------------------------------------------------------
     def _run_epoch(self, epoch: int) -> Iterator[Any]:
-        ctx = EpochContext(self.seed, epoch)
+        ctx = EpochContext(self.seed, epoch, skip=self.on_error == "skip")
+        self.skipped = ctx.skipped
         items = self._plan.segment_items(ctx) if self.workers == 0 else self._parallel_items(ctx)
         values: Iterator[Any] = (x for _, x in self._plan.run_tail(items, ctx))
+        if self.max_skipped is not None:
+            values = _limit_skips(values, ctx.skipped, self.max_skipped)
         if self._transfer is not None:
             values = self._transfer.run(values, self.prefetch)
         return values
@@ -166,9 +193,11 @@ class Loader:
     def _ensure_pool(self) -> ProcessPool | ThreadPool:
         if self._pool is None:
             if self.backend == "thread":
-                self._pool = ThreadPool(self._plan, self.workers)
+                self._pool = ThreadPool(self._plan, self.workers, self.timeout)
             else:
-                self._pool = ProcessPool(self._worker_pipe, self.workers, self.start_method)
+                self._pool = ProcessPool(
+                    self._worker_pipe, self.workers, self.start_method, self.timeout
+                )
             self._outstanding = [0] * self.workers
             self._finalizer.detach()
             self._finalizer = weakref.finalize(self, _close_pool, [self._pool])
@@ -209,19 +238,20 @@ class Loader:
                     if task is None:
                         exhausted = True
                         break
-                    pool.send(w, (None, eid, sent, ctx.seed, ctx.epoch, *task))
+                    pool.send(w, (None, eid, sent, ctx.seed, ctx.epoch, ctx.skip, *task))
                     outstanding[w] += 1
                     sent += 1
                 if delivered in pending:  # ordered: the next result in sequence is here
-                    items = pending.pop(delivered)
+                    items, skipped = pending.pop(delivered)
                     delivered += 1
+                    ctx.skipped.extend(skipped)
                     yield from items
                     del items
                     continue  # refill before waiting
                 if exhausted and delivered == sent:
                     finished = True
                     return
-                for w, kind, reply_eid, seq, payload in pool.poll(eid, _POLL_SECONDS):
+                for w, kind, reply_eid, seq, payload in pool.poll(eid, _POLL_SECONDS, outstanding):
                     outstanding[w] -= 1
                     if reply_eid != eid or kind == "dropped":
                         continue
@@ -231,7 +261,8 @@ class Loader:
                         pending[seq] = payload
                     else:
                         delivered += 1
-                        yield from payload
+                        ctx.skipped.extend(payload[1])
+                        yield from payload[0]
                 payload = None
         except WorkerError:
             self._shutdown_pool()  # a broken pool is never reused
@@ -250,6 +281,21 @@ class Loader:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self._shutdown_pool()
+
+
+def _limit_skips(values: Iterator[Any], skipped: list[Skipped], limit: int) -> Iterator[Any]:
+    """Raise once more than ``limit`` elements were skipped in the epoch."""
+    for value in values:
+        if len(skipped) > limit:
+            break
+        yield value
+    if len(skipped) > limit:
+        last = skipped[-1]
+        raise StageError(
+            f"{len(skipped)} elements were skipped in this epoch, more than max_skipped="
+            f"{limit}; the last: key {last.key!r} in stage {last.stage} raised {last.error}: "
+            f"{last.message}"
+        ) from last.exception
 
 
 def _close_pool(holder: list[Any]) -> None:

@@ -130,15 +130,17 @@ class Plan:
                 yield from apply_ops(ops, 0, key, x, pos, ctx)
             return
         if self._fused is not None:
-            units = list(units)
-            done = 0
-            try:
-                for x in self._chain(units):
-                    yield units[done], x
-                    done += 1
-            except Exception as exc:
-                add_note(exc, _raising_stage(exc, self.source, self._fused), units[done])
-                raise
+            rest = list(units)
+            while rest:
+                done = 0
+                try:
+                    for x in self._chain(rest):
+                        yield rest[done], x
+                        done += 1
+                    return
+                except Exception as exc:
+                    ctx.failed(exc, _raising_stage(exc, self.source, self._fused), rest[done])
+                    rest = rest[done + 1 :]  # skipped: go on after it
             return
         fetch = self.source.fetcher()
         maps = plain_maps(ops) if not self.has_positions else None
@@ -151,8 +153,8 @@ class Plan:
                     for stage, fn in maps:  # noqa: B007 (the stage names the error)
                         x = fn(x)
             except Exception as exc:
-                add_note(exc, stage, i)
-                raise
+                ctx.failed(exc, stage, i)
+                continue
             if maps is not None:
                 yield i, x
             else:
@@ -160,7 +162,7 @@ class Plan:
 
     def unit_items(self, units: list[Any], ctx: EpochContext) -> list[Item]:
         """``run_units`` computed at once (a worker's task)."""
-        if self._fused is not None:
+        if self._fused is not None and not ctx.skip:
             return list(zip(units, self.fused_values(units), strict=True))
         return list(self.run_units(units, ctx))
 
@@ -227,6 +229,13 @@ class Plan:
             items = stage.stream(items, ctx, stage_key)
         return items
 
+    def stage_running(self, code: Any) -> str:
+        """The repr of the fused stage whose function has ``code`` (or the source's)."""
+        for stage, fn in [(self.source, self.source.fetcher()), *(self._fused or ())]:
+            if _code_of(fn) is code:
+                return repr(stage)
+        return repr(self.source)
+
     # -- explaining --------------------------------------------------------------
     def explain(self) -> str:
         width = max(len(repr(p.stage)) for p in self.placements)
@@ -284,12 +293,14 @@ def _add_position(items: Iterator[Item]) -> Iterator[Item]:
         yield key, (x, (*pos, position))
 
 
-def plan(pipe: Pipe[Any], *, inline: bool = True) -> Plan:
+def plan(pipe: Pipe[Any], *, inline: bool = True, skipping: bool = False) -> Plan:
     """Split a runnable pipe into head, segment and tail (see the module docstring).
 
     ``inline`` plans for this process alone: then ``parallel_map`` and ``prefetch`` run as
     themselves (a pool, a thread). With workers (``inline=False``) the workers already run
     in parallel and ahead: ``parallel_map`` runs in them as a map, ``prefetch`` is dropped.
+    ``skipping`` plans for ``on_error="skip"``: any element may be dropped, so no element
+    stage counts as 1:1 (counts and positions are only known by running).
     """
     keyed = pipe.keyed_stages()
     source = keyed[0][1]
@@ -324,7 +335,7 @@ def plan(pipe: Pipe[Any], *, inline: bool = True) -> Plan:
                 batch_ops.append(stage.element_op(stage_key))
                 placements.append(Placement(stage, WORKERS, "per batch"))
             else:
-                if not stage.one_to_one:
+                if skipping or not stage.one_to_one:
                     phase = "segment"
                     one_to_one = False
                 element_ops.append(stage.element_op(stage_key))

@@ -3,8 +3,9 @@
 A pool starts its workers once and keeps them across epochs. The Loader sends each
 task to one worker (``send``), collects replies (``poll``) and says when an epoch's
 remaining tasks are no longer wanted (``cancel``). Replies are
-``(worker, kind, epoch id, seq, payload)`` with kind ``"ok"`` (payload: the items),
-``"error"`` (payload: the exception, or its description from a process) or ``"dropped"``.
+``(worker, kind, epoch id, seq, payload)`` with kind ``"ok"`` (payload: ``(items,
+skipped)``), ``"error"`` (the exception, or its description from a process) or
+``"dropped"``. A dead, hung or timed-out worker raises :class:`WorkerError` from ``poll``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import os
 import pickle
 import queue
 import signal
+import sys
 import threading
+import time
 from typing import Any
 
 import cloudpickle
@@ -25,10 +28,13 @@ from .._graph import EpochContext, Pipe
 from ..errors import WorkerError
 from ..plan import Plan
 from . import transport
-from .worker import process_main, run_task
+from .worker import MAIN_SIDE_FDS, locate, process_main, run_task
 
 Reply = tuple[int, str, int, int, Any]
 _JOIN_SECONDS = 5.0
+#: how long past its timeout a process worker may stay silent before the main process
+#: gives up on it (its own watchdog normally reports first)
+_TIMEOUT_GRACE = 2.0
 
 
 def _exit_reason(exitcode: int | None) -> str:
@@ -43,33 +49,49 @@ def _exit_reason(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+def _timeout_error(worker: int, who: str, report: tuple[str, Any, float]) -> WorkerError:
+    stage, key, seconds = report
+    return WorkerError(
+        f"worker {worker} ({who}) took longer than timeout={seconds} s on one task: it was "
+        f"in stage {stage} on the element with key {key!r}"
+    )
+
+
 class ProcessPool:
     """Worker processes, each with a task socket and a result socket."""
 
-    def __init__(self, pipe: Pipe[Any], workers: int, start_method: str | None) -> None:
+    def __init__(
+        self, pipe: Pipe[Any], workers: int, start_method: str | None, timeout: float | None
+    ) -> None:
         ctx: Any = mp.get_context(start_method)
         self.start_method = ctx.get_start_method()
+        self.timeout = timeout
         payload: Any = pipe if self.start_method == "fork" else cloudpickle.dumps(pipe)
         self.procs: list[Any] = []
         self.tasks: list[transport.Channel] = []
         self.results: list[transport.Channel] = []
+        self._busy_since: list[float | None] = []  # when the oldest unanswered task was sent
         self._closed = False
         try:
-            for _ in range(workers):
+            for w in range(workers):
                 task_main, task_worker = transport.channel_pair()
                 result_worker, result_main = transport.channel_pair()
+                MAIN_SIDE_FDS.update((task_main.fileno(), result_main.fileno()))
+                inherited = sorted(MAIN_SIDE_FDS) if self.start_method == "fork" else []
                 proc = ctx.Process(
                     target=process_main,
-                    args=(payload, task_worker, result_worker, os.getpid()),
+                    args=(payload, task_worker, result_worker, os.getpid(), w, timeout,
+                          inherited),
                     daemon=True,
                     name="datapipes-worker",
                 )
+                self.tasks.append(task_main)
+                self.results.append(result_main)
                 proc.start()
                 task_worker.close()
                 result_worker.close()
                 self.procs.append(proc)
-                self.tasks.append(task_main)
-                self.results.append(result_main)
+                self._busy_since.append(None)
         except BaseException:
             self.close()
             raise
@@ -85,13 +107,15 @@ class ProcessPool:
             self.tasks[worker].send(pickle.dumps(message, protocol=5))
         except OSError:
             self._raise_dead(worker)
+        if self._busy_since[worker] is None:
+            self._busy_since[worker] = time.monotonic()
 
     def cancel(self, epoch_id: int) -> None:
         for ch in self.tasks:
             with contextlib.suppress(OSError):
                 ch.send(pickle.dumps(("cancel", epoch_id)))
 
-    def poll(self, epoch_id: int, timeout: float) -> list[Reply]:
+    def poll(self, epoch_id: int, timeout: float, outstanding: list[int]) -> list[Reply]:
         """Replies that arrived within ``timeout`` seconds; results of other epochs are not
         mapped, only released."""
         ready: list[Any] = mp.connection.wait(
@@ -110,6 +134,8 @@ class ProcessPool:
                 dead.append(w)
                 continue
             kind, eid, seq, payload = pickle.loads(data)
+            if kind == "timeout":
+                raise _timeout_error(w, f"pid {self.procs[w].pid}", payload)
             if kind == "ok":
                 sizes, body = payload
                 if eid == epoch_id:
@@ -117,10 +143,24 @@ class ProcessPool:
                 else:
                     transport.close_fds(fds)
                     payload = None
+            # the next task in this worker's queue starts now
+            self._busy_since[w] = time.monotonic() if outstanding[w] > 1 else None
             replies.append((w, kind, eid, seq, payload))
         if dead and not replies:
             self._raise_dead(dead[0])
+        self._check_silent()
         return replies
+
+    def _check_silent(self) -> None:
+        if self.timeout is None:
+            return
+        now = time.monotonic()
+        for w, since in enumerate(self._busy_since):
+            if since is not None and now - since > self.timeout + _TIMEOUT_GRACE:
+                raise _timeout_error(
+                    w, f"pid {self.procs[w].pid}, which stopped answering", ("unknown", None,
+                                                                             self.timeout)
+                )
 
     def _raise_dead(self, worker: int) -> None:
         proc = self.procs[worker]
@@ -130,9 +170,6 @@ class ProcessPool:
             "cannot be completed"
         )
 
-    def alive(self) -> bool:
-        return all(p.is_alive() for p in self.procs)
-
     def close(self) -> None:
         if self._closed:
             return
@@ -140,27 +177,35 @@ class ProcessPool:
         for ch in self.tasks:
             with contextlib.suppress(OSError):
                 ch.send(pickle.dumps(("stop",)))
-            ch.close()
+        deadline = time.monotonic() + _JOIN_SECONDS
         for proc in self.procs:
-            proc.join(_JOIN_SECONDS / max(1, len(self.procs)))
+            proc.join(max(0.0, deadline - time.monotonic()))
         for proc in self.procs:
             if proc.is_alive():
                 proc.kill()
                 proc.join(_JOIN_SECONDS)
-        for ch in self.results:
+        for ch in (*self.tasks, *self.results):
+            MAIN_SIDE_FDS.discard(ch.fileno())
             ch.close()
         for proc in self.procs:
             proc.close()
 
 
 class ThreadPool:
-    """Worker threads in this process: no transport, for work that releases the GIL."""
+    """Worker threads in this process: no transport, for work that releases the GIL.
 
-    def __init__(self, the_plan: Plan, workers: int) -> None:
+    A thread cannot be killed: on a timeout the pool reports where the thread is stuck and
+    is abandoned (its daemon thread ends when its task does).
+    """
+
+    def __init__(self, the_plan: Plan, workers: int, timeout: float | None) -> None:
         self.plan = the_plan
+        self.timeout = timeout
         self.inboxes: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(workers)]
         self.replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
         self.cancelled = -1
+        self.started: list[float | None] = [None] * workers
+        self.hung: set[int] = set()  # timed-out threads: abandoned, never joined
         self.threads = [
             threading.Thread(target=self._work, args=(w,), daemon=True, name="datapipes-worker")
             for w in range(workers)
@@ -168,19 +213,26 @@ class ThreadPool:
         for t in self.threads:
             t.start()
 
+    @property
+    def pids(self) -> list[int]:
+        return []
+
     def _work(self, w: int) -> None:
         inbox = self.inboxes[w]
         while (message := inbox.get()) is not None:
-            _, eid, seq, seed, epoch, kind, payload = message
+            _, eid, seq, seed, epoch, skip, kind, payload = message
             if eid <= self.cancelled:
                 self.replies.put((w, "dropped", eid, seq, None))
                 continue
+            self.started[w] = time.monotonic()
             try:
-                items = run_task(self.plan, EpochContext(seed, epoch), kind, payload)
+                result = run_task(self.plan, EpochContext(seed, epoch, skip=skip), kind, payload)
             except Exception as exc:
                 self.replies.put((w, "error", eid, seq, exc))
             else:
-                self.replies.put((w, "ok", eid, seq, items))
+                self.replies.put((w, "ok", eid, seq, result))
+            finally:
+                self.started[w] = None
             del message, payload
 
     def send(self, worker: int, message: tuple[Any, ...]) -> None:
@@ -189,10 +241,13 @@ class ThreadPool:
     def cancel(self, epoch_id: int) -> None:
         self.cancelled = max(self.cancelled, epoch_id)
 
-    def poll(self, epoch_id: int, timeout: float) -> list[Reply]:
+    def poll(self, epoch_id: int, timeout: float, outstanding: list[int]) -> list[Reply]:
+        if self.timeout is not None:
+            timeout = min(timeout, self.timeout / 4)
         try:
             replies = [self.replies.get(timeout=timeout)]
         except queue.Empty:
+            self._check_timeouts()
             return []
         while True:
             try:
@@ -200,8 +255,22 @@ class ThreadPool:
             except queue.Empty:
                 return replies
 
+    def _check_timeouts(self) -> None:
+        if self.timeout is None:
+            return
+        now = time.monotonic()
+        for w, started in enumerate(self.started):
+            if started is not None and now - started > self.timeout:
+                thread = self.threads[w]
+                frame = sys._current_frames().get(thread.ident or -1)
+                stage, key = locate(frame, self.plan)
+                self.hung.add(w)
+                raise _timeout_error(w, f"thread {thread.name}", (stage, key, self.timeout))
+
     def close(self) -> None:
         for inbox in self.inboxes:
             inbox.put(None)
-        for t in self.threads:
-            t.join(_JOIN_SECONDS)
+        deadline = time.monotonic() + _JOIN_SECONDS
+        for w, t in enumerate(self.threads):
+            if w not in self.hung:
+                t.join(max(0.0, deadline - time.monotonic()))

@@ -1,36 +1,56 @@
 """What runs inside a worker: take tasks, run the plan's segment, send results back.
 
 The same function serves both backends: a thread worker calls :func:`run_task` directly;
-a process worker runs :func:`process_main`, which adds the socket protocol, shared memory
-and the watch on its parent.
+a process worker runs :func:`process_main`, which adds the socket protocol, shared memory,
+the watch on its parent and the task timeout.
+
+Protocol. A task is ``(_, epoch id, seq, seed, epoch, skip, kind, payload)`` with kind
+``"batch"`` (payload ``(b, units)``) or ``"units"`` (payload: units). Control messages are
+``("cancel", epoch id)`` and ``("stop",)``. A reply is ``(kind, epoch id, seq, payload)``:
+``"ok"`` (payload: shared-memory sizes, pickled ``(items, skipped)``), ``"error"`` (a
+described exception), ``"dropped"`` (a cancelled task) or ``"timeout"`` (where it hung).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import queue
+import random
+import signal
+import sys
 import threading
+import time
 import traceback
+from types import FrameType
 from typing import Any
 
 import cloudpickle
+import numpy as np
 
-from .._graph import EpochContext
+from .._graph import EpochContext, Skipped
 from ..plan import Plan, plan
+from ..stages._kernel import apply_ops
 from . import transport
 
-# Task: (epoch id, seq, seed, epoch, kind, payload). kind: "batch" (payload: (b, units)) or
-# "units" (payload: units). Reply: (kind, epoch id, seq, payload), kind "ok" | "error".
 TASK_BATCH, TASK_UNITS = "batch", "units"
 
+#: main-side fds of every live process pool: a forked worker closes its copies at once, so
+#: that a worker never keeps another worker's (or loader's) socket open
+MAIN_SIDE_FDS: set[int] = set()
 
-def run_task(the_plan: Plan, ctx: EpochContext, kind: str, payload: Any) -> list[Any]:
-    """The items ``(key, value)`` one task produces."""
+
+def run_task(
+    the_plan: Plan, ctx: EpochContext, kind: str, payload: Any
+) -> tuple[list[Any], list[Skipped]]:
+    """The items ``(key, value)`` one task produces, and the elements it skipped."""
     if kind == TASK_BATCH:
         b, units = payload
-        return list(the_plan.run_batch(b, units, ctx))
-    return the_plan.unit_items(payload, ctx)
+        items = list(the_plan.run_batch(b, units, ctx))
+    else:
+        items = the_plan.unit_items(payload, ctx)
+    return items, ctx.skipped
 
 
 def describe_error(exc: BaseException) -> tuple[bytes | None, str, str, str]:
@@ -46,24 +66,98 @@ def describe_error(exc: BaseException) -> tuple[bytes | None, str, str, str]:
     return pickled, type(exc).__qualname__, str(exc), text
 
 
-class _Contexts:
-    def __init__(self) -> None:
-        self._last: tuple[tuple[int, int], EpochContext] | None = None
+def _portable(record: Skipped) -> Skipped:
+    """A skip record that pickles: with its exception where that pickles too."""
+    try:
+        pickle.loads(pickle.dumps(record.exception))
+    except Exception:
+        return record.plain()
+    return record
 
-    def get(self, seed: int, epoch: int) -> EpochContext:
-        if self._last is None or self._last[0] != (seed, epoch):
-            self._last = ((seed, epoch), EpochContext(seed, epoch))
-        return self._last[1]
+
+def seed_globals(seed: int, epoch: int, worker: int) -> None:
+    """Seed ``random``, ``numpy.random`` and torch from ``(seed, epoch, worker)``, so code that
+    uses the global generators does not draw the same numbers in every worker (PyTorch
+    issue 5059). Reproducible draws come from ``map(fn, rng=True)``, not from these."""
+    words = np.random.SeedSequence(seed, spawn_key=(epoch, worker, 2)).generate_state(2)
+    value = int(words[0]) << 32 | int(words[1])
+    random.seed(value)
+    np.random.seed(int(words[0]))
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(value)
+
+
+def locate(frame: FrameType | None, the_plan: Plan) -> tuple[str, Any]:
+    """Which stage and element a worker is busy with, read off its stack: ``(stage, key)``."""
+    frames: list[FrameType] = []
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    for depth, f in enumerate(frames):  # innermost first
+        code, local = f.f_code, f.f_locals
+        inner = frames[depth - 1].f_code if depth else None
+        if code is apply_ops.__code__:
+            return repr(local.get("stage")), local.get("key")
+        if code is Plan.fused_values.__code__:
+            units, out = local.get("units"), local.get("out")
+            key = units[len(out)] if units is not None and out is not None else None
+            return the_plan.stage_running(inner), key
+        if code is Plan.run_units.__code__:
+            if "rest" in local and "done" in local:
+                return the_plan.stage_running(inner), local["rest"][local["done"]]
+            if "stage" in local and "i" in local:
+                return repr(local["stage"]), local["i"]
+    return "unknown", None
+
+
+class _Watchdog:
+    """Reports a task that runs past ``timeout`` seconds, then ends the worker."""
+
+    def __init__(self, timeout: float, report: Any, the_plan: Plan) -> None:
+        self.timeout = timeout
+        self.report = report
+        self.plan = the_plan
+        self.current: tuple[float, int, int] | None = None  # (start, epoch id, seq)
+        self.thread_id = threading.get_ident()
+        threading.Thread(target=self._watch, daemon=True, name="datapipes-watchdog").start()
+
+    def _watch(self) -> None:
+        period = min(0.25, self.timeout / 4)
+        while True:
+            time.sleep(period)
+            current = self.current
+            if current is None or time.monotonic() - current[0] < self.timeout:
+                continue
+            frame = sys._current_frames().get(self.thread_id)
+            stage, key = locate(frame, self.plan)
+            self.report(("timeout", current[1], current[2], (stage, key, self.timeout)))
+            os._exit(3)
 
 
 def process_main(
-    pipe_or_bytes: Any, tasks: transport.Channel, results: transport.Channel, parent: int
+    pipe_or_bytes: Any,
+    tasks: transport.Channel,
+    results: transport.Channel,
+    parent: int,
+    worker: int,
+    timeout: float | None,
+    inherited: list[int],
 ) -> None:
     """The body of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    for fd in inherited:  # forked copies of other channels' main-side ends
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    MAIN_SIDE_FDS.clear()
     pipe = cloudpickle.loads(pipe_or_bytes) if isinstance(pipe_or_bytes, bytes) else pipe_or_bytes
     the_plan = plan(pipe, inline=False)
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     cancelled = [-1]  # tasks of epoch ids up to this are dropped unrun
+    send_lock = threading.Lock()
+
+    def send(message: Any, data: bytes | None = None, fds: list[int] = ()) -> None:  # type: ignore[assignment]
+        with send_lock:
+            results.send(pickle.dumps(message) if data is None else data, fds)
 
     def receive() -> None:
         # Always drain the task socket, so the main process never blocks sending to us.
@@ -78,11 +172,13 @@ def process_main(
                 else:
                     inbox.put(message)
         except (EOFError, OSError):
-            pass
+            if os.getppid() != parent:
+                os._exit(0)  # the main process is gone and cannot take results any more
         inbox.put(None)
 
     threading.Thread(target=receive, daemon=True, name="datapipes-receive").start()
-    contexts = _Contexts()
+    watchdog = _Watchdog(timeout, send, the_plan) if timeout is not None else None
+    seeded: tuple[int, int] | None = None
     while True:
         try:
             message = inbox.get(timeout=1.0)
@@ -92,24 +188,33 @@ def process_main(
             continue
         if message is None:
             break
-        _, epoch_id, seq, seed, epoch, kind, payload = message
+        _, epoch_id, seq, seed, epoch, skip, kind, payload = message
         if epoch_id <= cancelled[0]:
-            results.send(pickle.dumps(("dropped", epoch_id, seq, None)))
+            send(("dropped", epoch_id, seq, None))
             continue
+        if seeded != (seed, epoch):
+            seed_globals(seed, epoch, worker)
+            seeded = (seed, epoch)
         arena = transport.Arena()
+        if watchdog is not None:
+            watchdog.current = (time.monotonic(), epoch_id, seq)
         try:
             with transport.collating_into(arena):
-                items = run_task(the_plan, contexts.get(seed, epoch), kind, payload)
-            body = transport.dumps(items, arena)
-            del items
+                result = run_task(the_plan, EpochContext(seed, epoch, skip=skip), kind, payload)
+            items, skipped = result
+            body = transport.dumps((items, [_portable(s) for s in skipped]), arena)
+            del items, result, skipped
             data = pickle.dumps(("ok", epoch_id, seq, (arena.sizes(), body)), protocol=5)
             del body
         except Exception as exc:
             arena.release()
             arena = transport.Arena()
             data = pickle.dumps(("error", epoch_id, seq, describe_error(exc)))
+        finally:
+            if watchdog is not None:
+                watchdog.current = None
         try:
-            results.send(data, arena.fds)
+            send(None, data, arena.fds)
         except OSError:
             break  # the main process closed our channel
         finally:

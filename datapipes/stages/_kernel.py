@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._graph import EpochContext, add_note
+from .._graph import EpochContext
 from .._seeds import Key, sub_key
 
 if TYPE_CHECKING:
@@ -46,8 +46,8 @@ def apply_ops(
             else:  # FLAT
                 outputs = list(enumerate(fn(x)))
         except Exception as exc:
-            add_note(exc, stage, key)
-            raise
+            ctx.failed(exc, stage, key)
+            return  # skipped
         if kind == FLAT:
             for j, y in outputs:
                 yield from apply_ops(ops, pos + 1, sub_key(key, j), y, positions, ctx)

@@ -15,7 +15,6 @@ from .._graph import (
     Item,
     Pipe,
     Stage,
-    add_note,
     check_callable,
     check_int,
     fail,
@@ -149,21 +148,22 @@ def pooled_map(
             rng = ctx.element_rng(stage_key, key) if stage.rng else None
             ahead.append((key, pool.submit(_call, fn, x, rng)))
             if len(ahead) >= 2 * stage.workers:
-                yield _result(stage, *ahead.popleft())
+                yield from _result(stage, ctx, *ahead.popleft())
         while ahead:
-            yield _result(stage, *ahead.popleft())
+            yield from _result(stage, ctx, *ahead.popleft())
     finally:
         for _, future in ahead:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _result(stage: Stage, key: Any, future: Any) -> Item:
+def _result(stage: Stage, ctx: EpochContext, key: Any, future: Any) -> Iterator[Item]:
     try:
-        return key, future.result()
+        value = future.result()
     except Exception as exc:
-        add_note(exc, stage, key)
-        raise
+        ctx.failed(exc, stage, key)
+        return  # skipped
+    yield key, value
 
 
 class _Shipped:

@@ -65,8 +65,12 @@ class Source(Stage):
             except StopIteration:
                 return
             except Exception as exc:
-                add_note(exc, self, key)
-                raise
+                if not self.keeps_random_access:
+                    add_note(exc, self, key)
+                    raise  # a stream cannot go on after its iterator failed: never skip
+                ctx.failed(exc, self, key)
+                key += 1
+                continue
             yield key, x
             key += 1
 

@@ -50,8 +50,9 @@ class StageBuilder:
     cost: int = 1
     #: only valid while the pipe has random access (``shuffle()`` with no buffer)
     needs_random_access: bool = False
-    #: random access lasts through it (as the library defines it: map, enumerate, shuffle,
-    #: collate keep it; filter, flat_map, batch, unbatch, take, skip end it)
+    #: random access lasts through it (as the library defines it: map, parallel_map,
+    #: enumerate, shuffle, collate, prefetch keep it; filter, flat_map, batch, unbatch, take,
+    #: skip end it)
     keeps_random_access: bool = False
     #: gives something other than ints, so it can only end a pipe
     terminal: bool = False
