@@ -24,7 +24,9 @@ from .executors.pools import ProcessPool, ThreadPool
 from .executors.shared_list import share_objects
 from .executors.worker import TASK_BATCH, TASK_UNITS
 from .plan import Plan, plan
+from .stages._kinds import ElementStage
 from .stages.batch import batch_iter
+from .stages.prefetch import Prefetch
 
 _BACKENDS = ("process", "thread")
 _START_METHODS = (None, "fork", "spawn", "forkserver")
@@ -110,6 +112,12 @@ class Loader:
         #: elements dropped under ``on_error="skip"`` in the current epoch
         self.skipped: list[Skipped] = []
         self._plan: Plan = plan(pipe, inline=workers == 0, skipping=on_error == "skip")
+        # Results may come as they finish only when nothing after the workers depends on
+        # their order; else the multiset itself would change (a batch, a take, ...).
+        self._order_needed_by = next(
+            (s for _, s in self._plan.tail if not isinstance(s, (ElementStage, Prefetch))), None
+        )
+        self._unordered = not ordered and self._order_needed_by is None
         self._worker_pipe, self._sharing = pipe, None
         if backend == "process" and workers:
             self._worker_pipe, self._sharing = share_objects(pipe)
@@ -150,7 +158,12 @@ class Loader:
             if self.workers == 0
             else f"{self.workers} {self.backend} workers, {self.prefetch} tasks each in flight"
             f" (at most {self.workers * self.prefetch}), "
-            + ("in order" if self.ordered else "unordered")
+            + ("unordered" if self._unordered else "in order")
+            + (
+                f" (ordered=False has no effect: {self._order_needed_by!r} needs the order)"
+                if not self.ordered and not self._unordered
+                else ""
+            )
         )
         sharing = f"\nsource: {self._sharing}" if self._sharing else ""
         return f"{self._plan.explain()}\nrun: {how}{sharing}"
@@ -257,7 +270,7 @@ class Loader:
                         continue
                     if kind == "error":
                         raise _rebuild(payload)
-                    if self.ordered:
+                    if not self._unordered:
                         pending[seq] = payload
                     else:
                         delivered += 1

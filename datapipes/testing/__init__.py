@@ -18,6 +18,7 @@ from .assertions import assert_equal_elements as assert_equal_elements
 from .assertions import assert_equal_outputs as assert_equal_outputs
 from .assertions import has_randomness as has_randomness
 from .assertions import reference as reference
+from .matching import assert_matches_reference as assert_matches_reference
 from .strategies import fragments as fragments
 from .strategies import pipes as pipes
 
@@ -25,6 +26,7 @@ __all__ = [
     "assert_deterministic",
     "assert_equal_elements",
     "assert_equal_outputs",
+    "assert_matches_reference",
     "fragments",
     "has_randomness",
     "pipes",
