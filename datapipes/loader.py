@@ -7,6 +7,7 @@ seed=s)`` yields, whatever the number of workers, the backend or the prefetch de
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import multiprocessing as mp
 import pickle
@@ -20,12 +21,18 @@ import cloudpickle
 from . import _seeds
 from ._graph import EpochContext, Pipe, Skipped
 from .errors import StageError, WorkerError
+from .executors.cursor import (
+    initial_locals,
+    make_state,
+    read_state,
+    resumable,
+    run_tail,
+    start_tokens,
+)
 from .executors.pools import ProcessPool, ThreadPool
 from .executors.shared_list import share_objects
-from .executors.worker import TASK_BATCH, TASK_UNITS
-from .plan import Plan, plan
+from .plan import Plan, plan, with_positions
 from .stages._kinds import ElementStage
-from .stages.batch import batch_iter
 from .stages.prefetch import Prefetch
 
 _BACKENDS = ("process", "thread")
@@ -118,10 +125,22 @@ class Loader:
             (s for _, s in self._plan.tail if not isinstance(s, (ElementStage, Prefetch))), None
         )
         self._unordered = not ordered and self._order_needed_by is None
-        self._worker_pipe, self._sharing = pipe, None
+        # What process workers run: the same plan, over a shared copy of a large list.
+        worker_pipe, self._sharing = pipe, None
         if backend == "process" and workers:
-            self._worker_pipe, self._sharing = share_objects(pipe)
+            worker_pipe, self._sharing = share_objects(pipe)
+        self._worker_plan = (
+            self._plan
+            if worker_pipe is pipe
+            else plan(worker_pipe, inline=False, skipping=on_error == "skip")
+        )
+        self._resumable = all(resumable(stage) for _, stage in self._plan.tail)
         self._epoch = 0
+        #: ``(epoch, position after the last output delivered, outputs delivered)`` while
+        #: an epoch runs
+        self._running: tuple[int, Any, int] | None = None
+        self._resume_at: Any = None
+        self._resume_delivered = 0
         self._epoch_id = 0
         self._pool: ProcessPool | ThreadPool | None = None
         self._outstanding: list[int] = []
@@ -133,9 +152,9 @@ class Loader:
     def __iter__(self) -> Iterator[Any]:
         if self._closed:
             raise RuntimeError("this Loader is closed")
-        epoch = self._epoch
-        self._epoch += 1
-        return self._run_epoch(epoch)
+        epoch, start = self._epoch, self._resume_at
+        self._epoch, self._resume_at = epoch + 1, None
+        return self._epoch_values(epoch, start)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass epoch ``epoch`` (then ``epoch + 1``, ...)."""
@@ -191,17 +210,103 @@ class Loader:
             f"prefetch={self.prefetch}, seed={self.seed})"
         )
 
+    # -- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Where the run stands, as plain data (ints, strings, lists): after the last output
+        the consumer received. Safe to save with ``json`` or ``torch.save``; it does not
+        depend on the worker count, backend or prefetch.
+
+        >>> import datapipes as dp
+        >>> pipe = dp.from_sequence(range(10)) | dp.shuffle() | dp.batch(3)
+        >>> with pipe.compile() as loader:
+        ...     it = iter(loader)
+        ...     first = next(it)
+        ...     state = loader.state_dict()
+        >>> with pipe.compile() as resumed:
+        ...     resumed.load_state_dict(state)
+        ...     rest = list(resumed)
+        >>> [first, *rest] == list(pipe.iter(epoch=0))
+        True
+        """
+        if self._unordered:
+            raise ValueError("state_dict: a Loader with ordered=False has no position to save")
+        epoch, position, delivered = self._epoch, None, 0
+        if self._running is not None:
+            epoch, position, delivered = self._running
+            length = self._length()
+            if length is not None and delivered >= length:  # the epoch is complete
+                epoch, position, delivered = epoch + 1, None, 0
+        elif self._resume_at is not None:
+            position = self._resume_at
+            delivered = self._resume_delivered
+        return make_state(self.pipe, self.seed, epoch, position, delivered)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``: the next pass yields the rest of its epoch, the passes
+        after it the following epochs, exactly as the run that saved it would have. The
+        seed recorded in the state wins."""
+        seed, epoch, position, delivered = read_state(state, self.pipe, len(self._plan.tail))
+        self.seed, self._epoch = seed, epoch
+        self._resume_at, self._resume_delivered = position, delivered
+
+    def _length(self) -> int | None:
+        if self.on_error == "skip":
+            return None
+        return self.pipe.length()
+
     # -- running an epoch --------------------------------------------------------------
-    def _run_epoch(self, epoch: int) -> Iterator[Any]:
+    def _epoch_values(self, epoch: int, start: Any) -> Iterator[Any]:
+        """The values of one epoch (from ``start``), recording the position of each."""
+        triples = self._epoch_triples(epoch, start)
+        if start is not None:
+            # a state taken after the last output resumes at the start of the next epoch
+            first = next(triples, None)
+            if first is None:
+                epoch, start = epoch + 1, None
+                self._epoch = epoch + 1
+                triples = self._epoch_triples(epoch, None)
+            else:
+                triples = itertools.chain([first], triples)
+        delivered = self._resume_delivered if start is not None else 0
+        self._running = (epoch, start, delivered)
+        if self.max_skipped is not None:
+            triples = _limit_skips(triples, self.skipped, self.max_skipped)
+        if self._transfer is not None:
+            triples = self._transfer.run(triples, self.prefetch)
+        try:
+            for _, value, token in triples:
+                delivered += 1
+                self._running = (epoch, token, delivered)
+                yield value
+        finally:
+            self._running = None
+
+    def _epoch_triples(self, epoch: int, start: Any) -> Iterator[tuple[Any, Any, Any]]:
+        """``(key, value, position after it)`` for one epoch, from ``start``."""
         ctx = EpochContext(self.seed, epoch, skip=self.on_error == "skip")
         self.skipped = ctx.skipped
-        items = self._plan.segment_items(ctx) if self.workers == 0 else self._parallel_items(ctx)
-        values: Iterator[Any] = (x for _, x in self._plan.run_tail(items, ctx))
-        if self.max_skipped is not None:
-            values = _limit_skips(values, ctx.skipped, self.max_skipped)
-        if self._transfer is not None:
-            values = self._transfer.run(values, self.prefetch)
-        return values
+        tail = self._plan.tail
+        if not self._resumable:
+            return self._replayed(ctx, 0 if start is None else start[1])
+        if start is None:
+            segment_start, locals_ = (0, 0), initial_locals(tail)
+        else:
+            segment_start, locals_ = start_tokens(tail, start)
+        if self.workers == 0:
+            segment = self._plan.segment_stream(ctx, segment_start)
+        else:
+            segment = self._parallel_segment(ctx, segment_start)
+        return run_tail(segment, tail, ctx, locals_, list(segment_start))
+
+    def _replayed(self, ctx: EpochContext, skip: int) -> Iterator[tuple[Any, Any, Any]]:
+        """For tails that keep more than counters: the whole epoch, numbered, from the start."""
+        if self.workers == 0:
+            segment: Iterator[Any] = self._plan.segment_stream(ctx)
+        else:
+            segment = self._parallel_segment(ctx, (0, 0))
+        items = self._plan.run_tail(((k, x) for k, x, _ in segment), ctx)
+        numbered = ((k, x, ["replay", n + 1]) for n, (k, x) in enumerate(items))
+        return itertools.islice(numbered, skip, None)
 
     def _ensure_pool(self) -> ProcessPool | ThreadPool:
         if self._pool is None:
@@ -209,36 +314,32 @@ class Loader:
                 self._pool = ThreadPool(self._plan, self.workers, self.timeout)
             else:
                 self._pool = ProcessPool(
-                    self._worker_pipe, self.workers, self.start_method, self.timeout
+                    self._worker_plan, self.workers, self.start_method, self.timeout
                 )
             self._outstanding = [0] * self.workers
             self._finalizer.detach()
             self._finalizer = weakref.finalize(self, _close_pool, [self._pool])
         return self._pool
 
-    def _tasks(self, ctx: EpochContext) -> Iterator[tuple[str, Any]]:
-        p = self._plan
-        if p.batch is not None:
-            for b, units in p.batch_units(ctx):
-                yield TASK_BATCH, (b, units)
-        elif p.random_access:
-            table = p.index_table(ctx)
-            n = len(table)
-            chunk = max(1, min(64, math.ceil(n / (self.workers * 8))))
-            for start in range(0, n, chunk):
-                yield TASK_UNITS, table.units(start, start + chunk)
-        else:
-            for units in batch_iter(p.stream_units(ctx), _STREAM_CHUNK):
-                yield TASK_UNITS, units
+    def _chunk(self) -> int:
+        """Units per task when the segment does not batch: enough to amortise a message,
+        few enough to spread the epoch over the workers."""
+        if not self._plan.random_access:
+            return _STREAM_CHUNK
+        return max(1, min(64, math.ceil(self._plan.source.size() / (self.workers * 8))))
 
-    def _parallel_items(self, ctx: EpochContext) -> Iterator[Any]:
+    def _parallel_segment(
+        self, ctx: EpochContext, start: tuple[int, int]
+    ) -> Iterator[tuple[Any, Any, tuple[int, int]]]:
+        """The segment run by the workers: outputs in order, each with its position."""
         pool = self._ensure_pool()
         self._epoch_id += 1
         eid = self._epoch_id
         outstanding = self._outstanding
-        tasks = self._tasks(ctx)
+        tasks = self._plan.unit_chunks(ctx, start[0], self._chunk())
+        firsts: dict[int, int] = {}  # seq -> its first unit
         limit = self.workers * self.prefetch
-        pending: dict[int, list[Any]] = {}
+        pending: dict[int, Any] = {}
         sent = delivered = 0
         exhausted = finished = False
         try:
@@ -251,15 +352,20 @@ class Loader:
                     if task is None:
                         exhausted = True
                         break
-                    pool.send(w, (None, eid, sent, ctx.seed, ctx.epoch, ctx.skip, *task))
+                    first, kind, payload = task
+                    firsts[sent] = first
+                    pool.send(w, (None, eid, sent, ctx.seed, ctx.epoch, ctx.skip, kind, payload))
                     outstanding[w] += 1
                     sent += 1
                 if delivered in pending:  # ordered: the next result in sequence is here
-                    items, skipped = pending.pop(delivered)
+                    per_unit, skipped = pending.pop(delivered)
+                    first = firsts.pop(delivered)
                     delivered += 1
                     ctx.skipped.extend(skipped)
-                    yield from items
-                    del items
+                    for i, outputs in enumerate(per_unit):
+                        p = first + i
+                        yield from with_positions(p, outputs, start[1] if p == start[0] else 0)
+                    del per_unit
                     continue  # refill before waiting
                 if exhausted and delivered == sent:
                     finished = True
@@ -275,7 +381,10 @@ class Loader:
                     else:
                         delivered += 1
                         ctx.skipped.extend(payload[1])
-                        yield from payload[0]
+                        first = firsts.pop(seq)
+                        for i, outputs in enumerate(payload[0]):
+                            p = first + i
+                            yield from with_positions(p, outputs, start[1] if p == start[0] else 0)
                 payload = None
         except WorkerError:
             self._shutdown_pool()  # a broken pool is never reused

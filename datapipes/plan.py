@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -113,7 +114,8 @@ class Plan:
 
     def stream_units(self, ctx: EpochContext) -> Iterator[tuple[Any, Any, tuple[int, ...]]]:
         """The head of a stream plan: ``(key, element, positions)`` in epoch order."""
-        items: Iterator[Item] = ((k, (x, ())) for k, x in enumerate(self.source.elements()))
+        elements = self.source.stream(iter(()), ctx, 0)  # notes a failing read with its key
+        items: Iterator[Item] = ((k, (x, ())) for k, x in elements)
         for stage_key, stage in self.index_ops:
             if isinstance(stage, Enumerate):
                 items = _add_position(items)
@@ -159,12 +161,6 @@ class Plan:
                 yield i, x
             else:
                 yield from apply_ops(ops, 0, i, x, pos, ctx)
-
-    def unit_items(self, units: list[Any], ctx: EpochContext) -> list[Item]:
-        """``run_units`` computed at once (a worker's task)."""
-        if self._fused is not None and not ctx.skip:
-            return list(zip(units, self.fused_values(units), strict=True))
-        return list(self.run_units(units, ctx))
 
     def _chain(self, units: list[Any]) -> Iterator[Any]:
         assert self._fused is not None
@@ -224,6 +220,68 @@ class Plan:
         else:
             yield from self.run_units(self.stream_units(ctx), ctx)
 
+    # -- positions: what a checkpoint records ------------------------------------------
+    # A *unit* is what the head hands the segment: an element (by index, or from the
+    # stream) or, when the segment batches, a whole batch. Units are numbered in epoch
+    # order; the segment turns unit ``p`` into its outputs ``0, 1, ...``. The position
+    # ``(p, j)`` means "next comes output ``j`` of unit ``p``": resuming there costs index
+    # arithmetic for a random-access head (a stream head is replayed, without the segment).
+
+    def unit_chunks(
+        self, ctx: EpochContext, start: int, chunk: int
+    ) -> Iterator[tuple[int, str, Any]]:
+        """Tasks from unit ``start`` on: ``(first unit, kind, payload)``; a batch is one unit."""
+        if self.batch is not None:
+            size, drop_last = self.batch.size, self.batch.drop_last
+            if self.random_access:
+                table = self.index_table(ctx)
+                n = len(table)
+                stop = n - n % size if drop_last else n
+                for b in range(start, -(-stop // size)):
+                    yield b, TASK_BATCH, (b, table.units(b * size, min(b * size + size, stop)))
+            else:
+                batches = batch_iter(self.stream_units(ctx), size, drop_last=drop_last)
+                for b, units in itertools.islice(enumerate(batches), start, None):
+                    yield b, TASK_BATCH, (b, units)
+        elif self.random_access:
+            table = self.index_table(ctx)
+            for first in range(start, len(table), chunk):
+                yield first, TASK_UNITS, table.units(first, first + chunk)
+        else:
+            units_iter = itertools.islice(self.stream_units(ctx), start, None)
+            first = start
+            for units in batch_iter(units_iter, chunk):
+                yield first, TASK_UNITS, units
+                first += len(units)
+
+    def task_outputs(self, kind: str, payload: Any, ctx: EpochContext) -> list[list[Item]]:
+        """A task's outputs, one list per unit (what a worker computes and sends back)."""
+        if kind == TASK_BATCH:
+            b, units = payload
+            return [list(self.run_batch(b, units, ctx))]
+        if self._fused is not None and not ctx.skip:
+            return [[item] for item in zip(payload, self.fused_values(payload), strict=True)]
+        return [list(self.run_units([unit], ctx)) for unit in payload]
+
+    def segment_stream(
+        self, ctx: EpochContext, start: tuple[int, int] = (0, 0)
+    ) -> Iterator[tuple[Any, Any, tuple[int, int]]]:
+        """Head then segment in this process, lazily, from position ``start``: each output
+        with the position that follows it."""
+        p0, j0 = start
+        for first, kind, payload in self.unit_chunks(ctx, p0, _CHUNK):
+            if kind == TASK_UNITS and self._fused is not None and not ctx.skip:
+                for i, (key, x) in enumerate(self.run_units(payload, ctx)):  # one output each
+                    yield key, x, (first + i + 1, 0)
+                continue
+            if kind == TASK_BATCH:
+                b, units = payload
+                per_unit: Iterator[list[Item]] = iter([list(self.run_batch(b, units, ctx))])
+            else:
+                per_unit = (list(self.run_units([unit], ctx)) for unit in payload)
+            for i, outputs in enumerate(per_unit):
+                yield from with_positions(first + i, outputs, j0 if first + i == p0 else 0)
+
     def run_tail(self, items: Iterator[Item], ctx: EpochContext) -> Iterator[Item]:
         for stage_key, stage in self.tail:
             items = stage.stream(items, ctx, stage_key)
@@ -246,6 +304,17 @@ class Plan:
 
 
 _CHUNK = 1024  # head units turned into Python values at a time
+TASK_BATCH, TASK_UNITS = "batch", "units"
+
+
+def with_positions(
+    p: int, outputs: list[Item], skip: int
+) -> Iterator[tuple[Any, Any, tuple[int, int]]]:
+    """The outputs of unit ``p`` from ``skip`` on, each with the position that follows it."""
+    last = len(outputs) - 1
+    for j in range(skip, len(outputs)):
+        key, x = outputs[j]
+        yield key, x, ((p, j + 1) if j < last else (p + 1, 0))
 
 
 def _raising_stage(exc: BaseException, source: Any, maps: Sequence[tuple[Stage, Any]]) -> Any:
@@ -329,7 +398,11 @@ def plan(pipe: Pipe[Any], *, inline: bool = True, skipping: bool = False) -> Pla
                 column = sum(isinstance(s, Enumerate) for _, s in index_ops)
                 element_ops.append((POSITION, column, stage, stage_key))
             index_ops.append((stage_key, stage))
-            placements.append(Placement(stage, HEAD, "index arithmetic, no element is read"))
+            placements.append(
+                Placement(stage, HEAD, "index arithmetic, no element is read")
+                if source.keeps_random_access
+                else Placement(stage, HEAD, "on the stream as it is read, before the workers")
+            )
         elif isinstance(stage, ElementStage):
             if phase == "batch":
                 batch_ops.append(stage.element_op(stage_key))

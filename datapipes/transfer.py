@@ -61,16 +61,18 @@ class Transfer:
             return value, event
         return value, None
 
-    def run(self, values: Iterator[Any], depth: int) -> Iterator[Any]:
-        """Yield ``values`` pinned (and on the device), prepared ``depth`` ahead."""
+    def run(self, items: Iterator[tuple[Any, Any, Any]], depth: int) -> Iterator[Any]:
+        """Yield ``(key, value, position)`` items with each value pinned (and on the device),
+        prepared ``depth`` ahead."""
         out: queue.Queue[Any] = queue.Queue(maxsize=depth)
         stop = threading.Event()
         stream = torch.cuda.Stream(self.device) if self.device is not None else None
 
         def feed() -> None:
             try:
-                for value in values:
-                    item = self._move(value, stream)
+                for key, value, position in items:
+                    moved, event = self._move(value, stream)
+                    item = ((key, moved, position), event)
                     while not stop.is_set():
                         try:
                             out.put(item, timeout=0.1)
@@ -98,6 +100,6 @@ class Transfer:
         finally:
             stop.set()
             thread.join(5.0)
-            close = getattr(values, "close", None)
+            close = getattr(items, "close", None)
             if close is not None and not thread.is_alive():
                 close()

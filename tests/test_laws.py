@@ -246,14 +246,16 @@ exec("from datapipes import *\nfrom datapipes.testing.functions import *", _NAME
 def test_repr_evaluates_to_an_equal_pipe(p: Pipe[Any]) -> None:
     # Sources over lists and ranges only: from_arrays shows its columns as a summary,
     # e.g. from_arrays(x=<ndarray int64 (3,)>), and any list whose repr is longer than 60
-    # characters is shortened with "...". Neither evaluates back; both are by design.
+    # characters shows as <list of n>. Neither evaluates back (never to a different pipe).
     assert eval(repr(p), _NAMESPACE) == p
 
 
 def test_repr_summarises_arrays_and_long_lists() -> None:
     pipe = dp.from_arrays(x=np.arange(3))
     assert repr(pipe) == "from_arrays(x=<ndarray int64 (3,)>)"
-    assert "..." in repr(dp.from_sequence(list(range(100))))
+    assert repr(dp.from_sequence(list(range(100)))) == "from_sequence(<list of 100>)"
+    with pytest.raises(SyntaxError):
+        eval(repr(dp.from_sequence(list(range(100)))), _NAMESPACE)
 
 
 @given(

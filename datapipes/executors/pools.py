@@ -24,7 +24,7 @@ from typing import Any
 
 import cloudpickle
 
-from .._graph import EpochContext, Pipe
+from .._graph import EpochContext
 from ..errors import WorkerError
 from ..plan import Plan
 from . import transport
@@ -61,12 +61,12 @@ class ProcessPool:
     """Worker processes, each with a task socket and a result socket."""
 
     def __init__(
-        self, pipe: Pipe[Any], workers: int, start_method: str | None, timeout: float | None
+        self, the_plan: Plan, workers: int, start_method: str | None, timeout: float | None
     ) -> None:
         ctx: Any = mp.get_context(start_method)
         self.start_method = ctx.get_start_method()
         self.timeout = timeout
-        payload: Any = pipe if self.start_method == "fork" else cloudpickle.dumps(pipe)
+        payload: Any = the_plan if self.start_method == "fork" else cloudpickle.dumps(the_plan)
         self.procs: list[Any] = []
         self.tasks: list[transport.Channel] = []
         self.results: list[transport.Channel] = []

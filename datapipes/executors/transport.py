@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import errno
 import io
+import math
 import mmap
 import os
 import pickle
@@ -137,18 +138,17 @@ class _Pickler(pickle.Pickler):
         if kind is torch.Tensor:
             if obj.device.type != "cpu" or obj.is_sparse or obj.requires_grad:
                 return None
-            if obj.nbytes < INLINE_BYTES and not self._in_arena(obj):
+            arr = _tensor_bytes(obj)
+            if obj.nbytes < INLINE_BYTES and self.arena.locate(arr) is None:
                 return None
-            return self._array_id(obj.numpy(), "t")
+            # as raw bytes: also dtypes NumPy lacks (bfloat16, float8, ...)
+            return (*self._array_id(arr, "t")[:3], tuple(obj.shape), obj.dtype)
         if kind is np.ndarray:
-            if obj.dtype.hasobject or (obj.nbytes < INLINE_BYTES and not self._in_arena(obj)):
+            small = obj.nbytes < INLINE_BYTES and self.arena.locate(obj) is None
+            if obj.dtype.hasobject or small:
                 return None
             return self._array_id(obj, "a")
         return None
-
-    def _in_arena(self, obj: Any) -> bool:
-        arr = obj.numpy() if isinstance(obj, torch.Tensor) else obj
-        return self.arena.locate(arr) is not None
 
     def _array_id(self, arr: np.ndarray, tag: str) -> tuple[Any, ...]:
         where = self.arena.locate(arr)
@@ -157,7 +157,13 @@ class _Pickler(pickle.Pickler):
             np.copyto(copy, arr)
             where = self.arena.locate(copy)
             assert where is not None
-        return (tag, where[0], where[1], arr.shape, arr.dtype.str)
+        return (tag, where[0], where[1], arr.shape, arr.dtype)
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's contents as a flat uint8 array (a view when it is contiguous)."""
+    flat = tensor.detach().contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy() if flat.element_size() else flat.numpy()
 
 
 def dumps(obj: Any, arena: Arena) -> bytes:
@@ -174,8 +180,11 @@ class _Unpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         tag, chunk, offset, shape, dtype = pid
-        arr = np.ndarray(shape, np.dtype(dtype), buffer=self.maps[chunk], offset=offset)
-        return torch.from_numpy(arr) if tag == "t" else arr
+        if tag == "a":
+            return np.ndarray(shape, dtype, buffer=self.maps[chunk], offset=offset)
+        nbytes = math.prod(shape) * dtype.itemsize
+        raw = np.ndarray((nbytes,), np.uint8, buffer=self.maps[chunk], offset=offset)
+        return torch.from_numpy(raw).view(dtype).reshape(shape)
 
 
 def loads(data: bytes, fds: list[int], sizes: list[int]) -> Any:

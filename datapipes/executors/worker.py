@@ -30,11 +30,9 @@ import cloudpickle
 import numpy as np
 
 from .._graph import EpochContext, Skipped
-from ..plan import Plan, plan
+from ..plan import Plan
 from ..stages._kernel import apply_ops
 from . import transport
-
-TASK_BATCH, TASK_UNITS = "batch", "units"
 
 #: main-side fds of every live process pool: a forked worker closes its copies at once, so
 #: that a worker never keeps another worker's (or loader's) socket open
@@ -43,14 +41,9 @@ MAIN_SIDE_FDS: set[int] = set()
 
 def run_task(
     the_plan: Plan, ctx: EpochContext, kind: str, payload: Any
-) -> tuple[list[Any], list[Skipped]]:
-    """The items ``(key, value)`` one task produces, and the elements it skipped."""
-    if kind == TASK_BATCH:
-        b, units = payload
-        items = list(the_plan.run_batch(b, units, ctx))
-    else:
-        items = the_plan.unit_items(payload, ctx)
-    return items, ctx.skipped
+) -> tuple[list[list[Any]], list[Skipped]]:
+    """A task's outputs ``(key, value)``, one list per unit, and the elements it skipped."""
+    return the_plan.task_outputs(kind, payload, ctx), ctx.skipped
 
 
 def describe_error(exc: BaseException) -> tuple[bytes | None, str, str, str]:
@@ -135,7 +128,7 @@ class _Watchdog:
 
 
 def process_main(
-    pipe_or_bytes: Any,
+    plan_or_bytes: Any,
     tasks: transport.Channel,
     results: transport.Channel,
     parent: int,
@@ -149,8 +142,9 @@ def process_main(
         with contextlib.suppress(OSError):
             os.close(fd)
     MAIN_SIDE_FDS.clear()
-    pipe = cloudpickle.loads(pipe_or_bytes) if isinstance(pipe_or_bytes, bytes) else pipe_or_bytes
-    the_plan = plan(pipe, inline=False)
+    the_plan: Plan = (
+        cloudpickle.loads(plan_or_bytes) if isinstance(plan_or_bytes, bytes) else plan_or_bytes
+    )
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     cancelled = [-1]  # tasks of epoch ids up to this are dropped unrun
     send_lock = threading.Lock()

@@ -72,7 +72,7 @@ def collate_value(batch: Sequence[Any], to: str = "torch", path: tuple[object, .
             raise _mismatch(path, "shape", [str(tuple(x.shape)) for x in batch])
         if to == "numpy":
             return _stack([x.numpy(force=True) for x in batch], path)
-        if allocator.get() is not None and first.device.type == "cpu":
+        if allocator.get() is not None and first.device.type == "cpu" and _numpy_dtype(first):
             return torch.from_numpy(_stack([x.numpy() for x in batch], path))
         return torch.stack(list(batch))
     if isinstance(first, (np.ndarray, np.generic)) and all(
@@ -109,6 +109,15 @@ def collate_value(batch: Sequence[Any], to: str = "torch", path: tuple[object, .
             return type(first)(*fields) if hasattr(first, "_fields") else tuple(fields)
         return fields
     return list(batch)
+
+
+def _numpy_dtype(tensor: torch.Tensor) -> bool:
+    """Whether NumPy has the tensor's dtype (it lacks bfloat16, float8, ...)."""
+    try:
+        torch.empty(0, dtype=tensor.dtype).numpy()
+    except TypeError:
+        return False
+    return not tensor.requires_grad
 
 
 def _rebuild(template: Mapping[Any, Any], fields: dict[Any, Any]) -> Any:

@@ -1,0 +1,240 @@
+"""Where an epoch stands, as plain data: what a checkpoint records and resumes from.
+
+Every output of an epoch comes with a *token*: the position right after it. The segment's
+token is ``[p, j]`` (next: output ``j`` of unit ``p``, see ``Plan.segment_stream``). Each
+stage of the tail wraps the token of its input with a little state of its own, so the token
+of a final output says where every stage stands: ``[upstream token, local state]``. Tokens
+travel with the items, so a stage that reads ahead (``prefetch``, ``parallel_map``) still
+reports the position of what the consumer got.
+
+Tail stages whose state is not a few counters (a buffer shuffle after the workers) cannot
+be resumed this way; for those pipes the token is ``["replay", n]``: the epoch is run again
+from its start and its first ``n`` outputs dropped. ``explain()`` says so.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from .._graph import EpochContext, Stage
+from ..stages._kernel import apply_ops
+from ..stages._kinds import ElementStage
+from ..stages.batch import Batch, batch_iter
+from ..stages.map import ParallelMap, pooled_map
+from ..stages.positions import Enumerate, Skip, Take
+from ..stages.prefetch import Prefetch, background
+
+Triple = tuple[Any, Any, Any]  # (key, value, token)
+
+
+def resumable(stage: Stage) -> bool:
+    """Whether a tail stage's position is a few counters (see the module docstring)."""
+    return isinstance(stage, (ElementStage, Batch, Take, Skip, Enumerate, Prefetch))
+
+
+def start_tokens(tail: tuple[tuple[int, Stage], ...], token: Any) -> tuple[Any, list[Any]]:
+    """Split a final token into the segment's position and each tail stage's local state."""
+    locals_: list[Any] = []
+    for _ in tail:
+        token, local = token
+        locals_.append(local)
+    locals_.reverse()
+    p, j = token
+    return (int(p), int(j)), locals_
+
+
+def initial_locals(tail: tuple[tuple[int, Stage], ...]) -> list[Any]:
+    """Each tail stage's local state at the start of an epoch: every counter at 0."""
+    return [0 for _ in tail]
+
+
+def run_tail(
+    items: Iterator[Triple],
+    tail: tuple[tuple[int, Stage], ...],
+    ctx: EpochContext,
+    locals_: list[Any],
+    start: Any,
+) -> Iterator[Triple]:
+    """Run the tail on ``(key, value, token)`` triples, from each stage's local state."""
+    for (stage_key, stage), local in zip(tail, locals_, strict=True):
+        items = _resume(stage, items, ctx, stage_key, local, start)
+        start = [start, local]
+    return items
+
+
+def _resume(
+    stage: Stage, items: Iterator[Triple], ctx: EpochContext, stage_key: int, local: Any, start: Any
+) -> Iterator[Triple]:
+    if isinstance(stage, ParallelMap):
+        return _pooled(stage, items, ctx, stage_key)
+    if isinstance(stage, ElementStage):
+        return _element(stage, items, ctx, stage_key, int(local), start)
+    if isinstance(stage, Batch):
+        return _batch(stage, items, int(local))
+    if isinstance(stage, Take):
+        return _take(stage, items, int(local))
+    if isinstance(stage, Skip):
+        return _skip(stage, items, int(local))
+    if isinstance(stage, Enumerate):
+        return _enumerate(items, int(local))
+    if isinstance(stage, Prefetch):
+        return ((k, x, [t, 0]) for k, x, t in background(items, stage.n))
+    raise TypeError(f"{stage!r} cannot be resumed from counters")  # guarded by resumable()
+
+
+def _element(
+    stage: ElementStage, items: Iterator[Triple], ctx: EpochContext, stage_key: int,
+    skip: int, before: Any,
+) -> Iterator[Triple]:
+    # local state: how many outputs of the next input were already delivered
+    ops = (stage.element_op(stage_key),)
+    for key, x, token in items:
+        outputs = list(apply_ops(ops, 0, key, x, (), ctx))
+        last = len(outputs) - 1
+        for i in range(skip, len(outputs)):
+            k, y = outputs[i]
+            # mid-element: resume by recomputing this input (from the token before it)
+            yield k, y, ([before, i + 1] if i < last else [token, 0])
+        skip = 0
+        before = token
+
+
+def _pooled(stage: ParallelMap, items: Iterator[Triple], ctx: EpochContext,
+            stage_key: int) -> Iterator[Triple]:
+    tokens: collections.deque[tuple[Any, Any]] = collections.deque()
+
+    def pairs() -> Iterator[tuple[Any, Any]]:
+        for key, x, token in items:
+            tokens.append((key, token))
+            yield key, x
+
+    for key, y in pooled_map(stage, pairs(), ctx, stage_key):
+        while True:  # elements skipped under on_error="skip" leave their tokens behind
+            k, token = tokens.popleft()
+            if k == key:
+                break
+        yield key, y, [token, 0]
+
+
+def _batch(stage: Batch, items: Iterator[Triple], b: int) -> Iterator[Triple]:
+    # local state: the key of the next batch (a batch is cut only when it is full, so
+    # between outputs no element sits half-batched)
+    for chunk in batch_iter(items, stage.size, drop_last=stage.drop_last):
+        yield b, [x for _, x, _ in chunk], [chunk[-1][2], b + 1]
+        b += 1
+
+
+def _take(stage: Take, items: Iterator[Triple], taken: int) -> Iterator[Triple]:
+    for key, x, token in itertools.islice(items, max(0, stage.n - taken)):
+        taken += 1
+        yield key, x, [token, taken]
+
+
+def _skip(stage: Skip, items: Iterator[Triple], skipped: int) -> Iterator[Triple]:
+    for _ in itertools.islice(items, max(0, stage.n - skipped)):
+        pass
+    for key, x, token in items:
+        yield key, x, [token, stage.n]
+
+
+def _enumerate(items: Iterator[Triple], position: int) -> Iterator[Triple]:
+    for key, x, token in items:
+        yield key, (position, x), [token, position + 1]
+        position += 1
+
+
+
+# -- checkpoints ----------------------------------------------------------------------
+STATE_FORMAT = 1
+
+
+def fingerprint(pipe: Any) -> str:
+    """A digest of a pipe's stages and parameters (and its source's length)."""
+    source = pipe.stages[0]
+    size = source.length(0)
+    text = f"{pipe!r}|{type(source).__qualname__}|{size}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _checksum(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def make_state(pipe: Any, seed: int, epoch: int, position: Any, delivered: int) -> dict[str, Any]:
+    """A checkpoint as plain data (ints, strings, lists), with a checksum over it."""
+    body = {
+        "format": STATE_FORMAT,
+        "pipe": repr(pipe),
+        "fingerprint": fingerprint(pipe),
+        "seed": seed,
+        "epoch": epoch,
+        "position": _plain(position),
+        "delivered": delivered,
+    }
+    return {**body, "checksum": _checksum(body)}
+
+
+def _plain(token: Any) -> Any:
+    if isinstance(token, (list, tuple)):
+        return [_plain(t) for t in token]
+    return token
+
+
+def read_state(state: Any, pipe: Any, tail_length: int) -> tuple[int, int, Any, int]:
+    """Check a checkpoint against ``pipe``: ``(seed, epoch, position, delivered)``.
+
+    Raises ``ValueError`` saying what does not match, for a state of another pipe, or a
+    corrupted or edited one: a wrong checkpoint never yields wrong data.
+    """
+    if not isinstance(state, dict):
+        raise ValueError(f"load_state_dict: expected the dict from state_dict(), got "
+                         f"{type(state).__name__}")
+    keys = {"format", "pipe", "fingerprint", "seed", "epoch", "position", "delivered",
+            "checksum"}
+    if set(state) != keys:
+        raise ValueError(f"load_state_dict: not a datapipes state: keys {sorted(state)} "
+                         f"instead of {sorted(keys)}")
+    body = {k: v for k, v in state.items() if k != "checksum"}
+    try:
+        checksum = _checksum(body)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"load_state_dict: the state does not hold plain data: {exc}") from exc
+    if state["checksum"] != checksum:
+        raise ValueError("load_state_dict: the state was corrupted or edited (its checksum "
+                         "does not match its contents)")
+    if state["format"] != STATE_FORMAT:
+        raise ValueError(f"load_state_dict: state format {state['format']} is not "
+                         f"{STATE_FORMAT}")
+    if state["fingerprint"] != fingerprint(pipe):
+        raise ValueError(
+            "load_state_dict: the state was taken from a different pipe:\n"
+            f"  state: {state['pipe']}\n  this:  {pipe!r}"
+        )
+    seed, epoch, delivered = state["seed"], state["epoch"], state["delivered"]
+    for name, value in (("seed", seed), ("epoch", epoch), ("delivered", delivered)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"load_state_dict: {name} must be an int >= 0, got {value!r}")
+    position = state["position"]
+    if position is not None and not _valid_position(position, tail_length):
+        raise ValueError(f"load_state_dict: position {position!r} does not fit this pipe")
+    return seed, epoch, position, delivered
+
+
+def _valid_position(token: Any, depth: int) -> bool:
+    if isinstance(token, list) and len(token) == 2 and token[0] == "replay":
+        return isinstance(token[1], int) and token[1] >= 0
+    for _ in range(depth):
+        if not (isinstance(token, list) and len(token) == 2):
+            return False
+        token, local = token
+        if not isinstance(local, int) or isinstance(local, bool) or local < 0:
+            return False
+    return (
+        isinstance(token, list) and len(token) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in token)
+    )
