@@ -268,21 +268,34 @@ class Pipe(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         return self.iter()
 
-    def iter(self, *, epoch: int = 0, seed: int | None = 0) -> Iterator[T]:
+    def iter(
+        self, *, epoch: int = 0, seed: int | None = 0, state: dict[str, Any] | None = None
+    ) -> Iterator[T]:
         """Iterate one epoch in this process: the reference every executor reproduces.
+
+        With ``state`` (from ``Loader.state_dict()``), yield the rest of the epoch it was
+        taken in; its epoch and seed win over the arguments.
 
         >>> import datapipes as dp
         >>> p = dp.from_sequence(range(6)) | dp.shuffle()
         >>> list(p.iter(epoch=1)) == list(p.iter(epoch=1)) != list(p.iter(epoch=2))
         True
         """
+        from .executors.cursor import read_state
         from .executors.inline import run_inline
+        from .loader import Loader
         from .plan import plan
 
         self._require_runnable("iterate")
         epoch = _seeds.check_epoch(epoch, "iter")
         seed_value = _seeds.resolve_seed(_seeds.check_seed(seed, "iter"))
-        return run_inline(plan(self), EpochContext(seed_value, epoch))
+        the_plan = plan(self)
+        position = None
+        if state is not None:
+            seed_value, epoch, position, _ = read_state(state, self, len(the_plan.tail))
+        elif the_plan.pool is None and the_plan.ahead is None:
+            return run_inline(the_plan, EpochContext(seed_value, epoch))
+        return Loader(self, seed=seed_value).one_epoch(epoch, position)
 
     def compile(self, **kwargs: Any) -> Loader:
         """Build a :class:`Loader` that runs this pipe in parallel (see ``docs/loader.md``)."""

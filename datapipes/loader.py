@@ -21,19 +21,12 @@ import cloudpickle
 from . import _seeds
 from ._graph import EpochContext, Pipe, Skipped
 from .errors import StageError, WorkerError
-from .executors.cursor import (
-    initial_locals,
-    make_state,
-    read_state,
-    resumable,
-    run_tail,
-    start_tokens,
-)
+from .executors.cursor import epoch_from, make_state, read_state, resumable
 from .executors.pools import ProcessPool, ThreadPool
 from .executors.shared_list import share_objects
 from .plan import Plan, plan, with_positions
 from .stages._kinds import ElementStage
-from .stages.prefetch import Prefetch
+from .stages.prefetch import Prefetch, background
 
 _BACKENDS = ("process", "thread")
 _START_METHODS = (None, "fork", "spawn", "forkserver")
@@ -118,7 +111,12 @@ class Loader:
         self.max_skipped = max_skipped
         #: elements dropped under ``on_error="skip"`` in the current epoch
         self.skipped: list[Skipped] = []
-        self._plan: Plan = plan(pipe, inline=workers == 0, skipping=on_error == "skip")
+        self._plan: Plan = plan(pipe, skipping=on_error == "skip")
+        # Who runs the segment: the workers asked for; else, in this process, the pool of a
+        # parallel_map in it; else this process itself (on a thread with a prefetch in it).
+        self._pool_backend, self._pool_size = (
+            (backend, workers) if workers else (self._plan.pool or (backend, 0))
+        )
         # Results may come as they finish only when nothing after the workers depends on
         # their order; else the multiset itself would change (a batch, a take, ...).
         self._order_needed_by = next(
@@ -127,12 +125,12 @@ class Loader:
         self._unordered = not ordered and self._order_needed_by is None
         # What process workers run: the same plan, over a shared copy of a large list.
         worker_pipe, self._sharing = pipe, None
-        if backend == "process" and workers:
+        if self._pool_backend == "process" and self._pool_size:
             worker_pipe, self._sharing = share_objects(pipe)
         self._worker_plan = (
             self._plan
             if worker_pipe is pipe
-            else plan(worker_pipe, inline=False, skipping=on_error == "skip")
+            else plan(worker_pipe, skipping=on_error == "skip")
         )
         self._resumable = all(resumable(stage) for _, stage in self._plan.tail)
         self._epoch = 0
@@ -285,48 +283,43 @@ class Loader:
         """``(key, value, position after it)`` for one epoch, from ``start``."""
         ctx = EpochContext(self.seed, epoch, skip=self.on_error == "skip")
         self.skipped = ctx.skipped
-        tail = self._plan.tail
-        if not self._resumable:
-            return self._replayed(ctx, 0 if start is None else start[1])
-        if start is None:
-            segment_start, locals_ = (0, 0), initial_locals(tail)
-        else:
-            segment_start, locals_ = start_tokens(tail, start)
-        if self.workers == 0:
-            segment = self._plan.segment_stream(ctx, segment_start)
-        else:
-            segment = self._parallel_segment(ctx, segment_start)
-        return run_tail(segment, tail, ctx, locals_, list(segment_start))
-
-    def _replayed(self, ctx: EpochContext, skip: int) -> Iterator[tuple[Any, Any, Any]]:
-        """For tails that keep more than counters: the whole epoch, numbered, from the start."""
-        if self.workers == 0:
-            segment: Iterator[Any] = self._plan.segment_stream(ctx)
-        else:
-            segment = self._parallel_segment(ctx, (0, 0))
-        items = self._plan.run_tail(((k, x) for k, x, _ in segment), ctx)
-        numbered = ((k, x, ["replay", n + 1]) for n, (k, x) in enumerate(items))
-        return itertools.islice(numbered, skip, None)
+        segment = self._parallel_segment if self._pool_size else self._inline_segment
+        return epoch_from(self._plan, ctx, start, segment)
 
     def _ensure_pool(self) -> ProcessPool | ThreadPool:
         if self._pool is None:
-            if self.backend == "thread":
-                self._pool = ThreadPool(self._plan, self.workers, self.timeout)
+            if self._pool_backend == "thread":
+                self._pool = ThreadPool(self._plan, self._pool_size, self.timeout)
             else:
                 self._pool = ProcessPool(
-                    self._worker_plan, self.workers, self.start_method, self.timeout
+                    self._worker_plan, self._pool_size, self.start_method, self.timeout
                 )
-            self._outstanding = [0] * self.workers
+            self._outstanding = [0] * self._pool_size
             self._finalizer.detach()
             self._finalizer = weakref.finalize(self, _close_pool, [self._pool])
         return self._pool
+
+    def _inline_segment(
+        self, ctx: EpochContext, start: tuple[int, int]
+    ) -> Iterator[tuple[Any, Any, tuple[int, int]]]:
+        """The segment in this process; on a thread, ahead, when the pipe has a prefetch."""
+        segment = self._plan.segment_stream(ctx, start)
+        return segment if self._plan.ahead is None else background(segment, self._plan.ahead)
+
+    def one_epoch(self, epoch: int, start: Any = None) -> Iterator[Any]:
+        """Run only epoch ``epoch`` (from position ``start``), then close the loader: how
+        ``Pipe.iter`` runs a pipe that needs a pool or a thread."""
+        try:
+            yield from (x for _, x, _ in self._epoch_triples(epoch, start))
+        finally:
+            self.close()
 
     def _chunk(self) -> int:
         """Units per task when the segment does not batch: enough to amortise a message,
         few enough to spread the epoch over the workers."""
         if not self._plan.random_access:
             return _STREAM_CHUNK
-        return max(1, min(64, math.ceil(self._plan.source.size() / (self.workers * 8))))
+        return max(1, min(64, math.ceil(self._plan.source.size() / (self._pool_size * 8))))
 
     def _parallel_segment(
         self, ctx: EpochContext, start: tuple[int, int]
@@ -338,14 +331,14 @@ class Loader:
         outstanding = self._outstanding
         tasks = self._plan.unit_chunks(ctx, start[0], self._chunk())
         firsts: dict[int, int] = {}  # seq -> its first unit
-        limit = self.workers * self.prefetch
+        limit = self._pool_size * self.prefetch
         pending: dict[int, Any] = {}
         sent = delivered = 0
         exhausted = finished = False
         try:
             while True:
                 while not exhausted and sent - delivered < limit:
-                    w = min(range(self.workers), key=outstanding.__getitem__)
+                    w = min(range(self._pool_size), key=outstanding.__getitem__)
                     if outstanding[w] >= self.prefetch:
                         break
                     task = next(tasks, None)
@@ -358,7 +351,7 @@ class Loader:
                     outstanding[w] += 1
                     sent += 1
                 if delivered in pending:  # ordered: the next result in sequence is here
-                    per_unit, skipped = pending.pop(delivered)
+                    per_unit, skipped, error = pending.pop(delivered)
                     first = firsts.pop(delivered)
                     delivered += 1
                     ctx.skipped.extend(skipped)
@@ -366,6 +359,8 @@ class Loader:
                         p = first + i
                         yield from with_positions(p, outputs, start[1] if p == start[0] else 0)
                     del per_unit
+                    if error is not None:  # after the outputs before it, as in the reference
+                        raise _rebuild(error)
                     continue  # refill before waiting
                 if exhausted and delivered == sent:
                     finished = True
@@ -380,11 +375,14 @@ class Loader:
                         pending[seq] = payload
                     else:
                         delivered += 1
-                        ctx.skipped.extend(payload[1])
+                        per_unit, skipped, error = payload
+                        ctx.skipped.extend(skipped)
                         first = firsts.pop(seq)
-                        for i, outputs in enumerate(payload[0]):
+                        for i, outputs in enumerate(per_unit):
                             p = first + i
                             yield from with_positions(p, outputs, start[1] if p == start[0] else 0)
+                        if error is not None:
+                            raise _rebuild(error)
                 payload = None
         except WorkerError:
             self._shutdown_pool()  # a broken pool is never reused

@@ -75,6 +75,11 @@ class Plan:
     batch_ops: tuple[ElementOp, ...]
     tail: tuple[tuple[int, Stage], ...]
     placements: tuple[Placement, ...]
+    #: ``(backend, workers)`` of the largest ``parallel_map`` in the segment: in this
+    #: process, the segment runs on such a pool
+    pool: tuple[str, int] | None = None
+    #: how far a ``prefetch`` in the head or segment asks it to run ahead
+    ahead: int | None = None
     #: the maps of a random-access plan fused into one C-level loop, when they are all
     #: plain maps (the common, fast case); else None
     _fused: tuple[tuple[Stage, Any], ...] | None = attrs.field(init=False)
@@ -176,14 +181,21 @@ class Plan:
         stage is the one whose code is next on the traceback (fusion is only used when each
         stage's code can be told apart).
         """
+        out, error = self._fused_partial(units)
+        if error is not None:
+            raise error
+        return out
+
+    def _fused_partial(self, units: list[int]) -> tuple[list[Any], Exception | None]:
+        """``fused_values``, stopping at the first error: the values before it, and it."""
         assert self._fused is not None
         out: list[Any] = []
         try:
             out.extend(self._chain(units))
         except Exception as exc:
             add_note(exc, _raising_stage(exc, self.source, self._fused), units[len(out)])
-            raise
-        return out
+            return out, exc
+        return out, None
 
     def values(self, units: list[Any], ctx: EpochContext) -> list[Any]:
         """The elements for ``units`` when every element op is 1:1 (a batch's members)."""
@@ -254,14 +266,27 @@ class Plan:
                 yield first, TASK_UNITS, units
                 first += len(units)
 
-    def task_outputs(self, kind: str, payload: Any, ctx: EpochContext) -> list[list[Item]]:
-        """A task's outputs, one list per unit (what a worker computes and sends back)."""
-        if kind == TASK_BATCH:
-            b, units = payload
-            return [list(self.run_batch(b, units, ctx))]
-        if self._fused is not None and not ctx.skip:
-            return [[item] for item in zip(payload, self.fused_values(payload), strict=True)]
-        return [list(self.run_units([unit], ctx)) for unit in payload]
+    def task_outputs(
+        self, kind: str, payload: Any, ctx: EpochContext
+    ) -> tuple[list[list[Item]], Exception | None]:
+        """A task's outputs, one list per unit (what a worker computes and sends back); when
+        a unit raises, the outputs of the units before it, and the error."""
+        per_unit: list[list[Item]] = []
+        try:
+            if kind == TASK_BATCH:
+                b, units = payload
+                per_unit.append(list(self.run_batch(b, units, ctx)))
+            elif self._fused is not None and not ctx.skip:
+                values, error = self._fused_partial(payload)
+                per_unit.extend([item] for item in zip(payload, values, strict=False))
+                if error is not None:
+                    return per_unit, error
+            else:
+                for unit in payload:
+                    per_unit.append(list(self.run_units([unit], ctx)))
+        except Exception as exc:
+            return per_unit, exc
+        return per_unit, None
 
     def segment_stream(
         self, ctx: EpochContext, start: tuple[int, int] = (0, 0)
@@ -362,14 +387,15 @@ def _add_position(items: Iterator[Item]) -> Iterator[Item]:
         yield key, (x, (*pos, position))
 
 
-def plan(pipe: Pipe[Any], *, inline: bool = True, skipping: bool = False) -> Plan:
+def plan(pipe: Pipe[Any], *, skipping: bool = False) -> Plan:
     """Split a runnable pipe into head, segment and tail (see the module docstring).
 
-    ``inline`` plans for this process alone: then ``parallel_map`` and ``prefetch`` run as
-    themselves (a pool, a thread). With workers (``inline=False``) the workers already run
-    in parallel and ahead: ``parallel_map`` runs in them as a map, ``prefetch`` is dropped.
-    ``skipping`` plans for ``on_error="skip"``: any element may be dropped, so no element
-    stage counts as 1:1 (counts and positions are only known by running).
+    The plan is the same whoever runs it, so positions (checkpoints) mean the same to
+    every executor. ``parallel_map`` in the segment is a map there: workers already run in
+    parallel, and a pipe run in this process runs its segment on a pool of that size
+    (``Plan.pool``). ``prefetch`` there has workers run ahead, or a thread in this process
+    (``Plan.ahead``). ``skipping`` plans for ``on_error="skip"``: any element may be
+    dropped, so no element stage counts as 1:1 (counts and positions are known by running).
     """
     keyed = pipe.keyed_stages()
     source = keyed[0][1]
@@ -387,12 +413,13 @@ def plan(pipe: Pipe[Any], *, inline: bool = True, skipping: bool = False) -> Pla
     pos = 0
     phase = "head"  # then "segment", "batch"
     one_to_one = True
+    pool: tuple[str, int] | None = None
+    ahead: int | None = None
     while pos < len(rest):
         stage_key, stage = rest[pos]
-        if isinstance(stage, (Prefetch, ParallelMap)) and inline:
-            break  # runs as itself, on the stream: the tail starts here
         if isinstance(stage, Prefetch):
-            placements.append(Placement(stage, WORKERS, "dropped: the workers already run ahead"))
+            ahead = max(ahead or 0, stage.n)
+            placements.append(Placement(stage, WORKERS, "the segment runs ahead"))
         elif phase == "head" and isinstance(stage, (IndexStage, Enumerate)):
             if isinstance(stage, Enumerate):
                 column = sum(isinstance(s, Enumerate) for _, s in index_ops)
@@ -413,6 +440,8 @@ def plan(pipe: Pipe[Any], *, inline: bool = True, skipping: bool = False) -> Pla
                     one_to_one = False
                 element_ops.append(stage.element_op(stage_key))
                 placements.append(Placement(stage, WORKERS, "per element"))
+            if isinstance(stage, ParallelMap) and (pool is None or stage.workers > pool[1]):
+                pool = (stage.backend, stage.workers)
         elif isinstance(stage, Batch) and phase != "batch" and one_to_one:
             phase = "batch"
             batch = stage
@@ -429,12 +458,10 @@ def plan(pipe: Pipe[Any], *, inline: bool = True, skipping: bool = False) -> Pla
         for _, stage in tail[1:]:
             placements.append(Placement(stage, TAIL, f"after {first!r}"))
     return Plan(pipe, source, tuple(index_ops), tuple(element_ops), batch, tuple(batch_ops),
-                tail, tuple(placements))
+                tail, tuple(placements), pool, ahead)
 
 
 def _tail_reason(stage: Stage, one_to_one: bool) -> str:
-    if isinstance(stage, ParallelMap):
-        return "runs on its own pool in this process"
     if isinstance(stage, Prefetch):
         return "runs what comes before it on a background thread"
     if not one_to_one:

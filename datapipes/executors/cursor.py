@@ -18,8 +18,8 @@ import collections
 import hashlib
 import itertools
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .._graph import EpochContext, Stage
 from ..stages._kernel import apply_ops
@@ -28,6 +28,9 @@ from ..stages.batch import Batch, batch_iter
 from ..stages.map import ParallelMap, pooled_map
 from ..stages.positions import Enumerate, Skip, Take
 from ..stages.prefetch import Prefetch, background
+
+if TYPE_CHECKING:
+    from ..plan import Plan
 
 Triple = tuple[Any, Any, Any]  # (key, value, token)
 
@@ -147,6 +150,29 @@ def _enumerate(items: Iterator[Triple], position: int) -> Iterator[Triple]:
         yield key, (position, x), [token, position + 1]
         position += 1
 
+
+
+def epoch_from(
+    plan: Plan,
+    ctx: EpochContext,
+    start: Any,
+    segment: Callable[[EpochContext, tuple[int, int]], Iterator[Triple]],
+) -> Iterator[Triple]:
+    """One epoch of ``plan`` from position ``start`` (None: its beginning), each output with
+    the position after it. ``segment(ctx, (p, j))`` runs head and segment from ``(p, j)``:
+    in this process or in workers."""
+    tail = plan.tail
+    if not all(resumable(stage) for _, stage in tail):
+        # Replay: the whole epoch again, numbered, its first outputs dropped.
+        skip = 0 if start is None else int(start[1])
+        items = plan.run_tail(((k, x) for k, x, _ in segment(ctx, (0, 0))), ctx)
+        numbered = ((k, x, ["replay", n + 1]) for n, (k, x) in enumerate(items))
+        return itertools.islice(numbered, skip, None)
+    if start is None:
+        segment_start, locals_ = (0, 0), initial_locals(tail)
+    else:
+        segment_start, locals_ = start_tokens(tail, start)
+    return run_tail(segment(ctx, segment_start), tail, ctx, locals_, list(segment_start))
 
 
 # -- checkpoints ----------------------------------------------------------------------

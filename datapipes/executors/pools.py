@@ -227,7 +227,7 @@ class ThreadPool:
             self.started[w] = time.monotonic()
             try:
                 result = run_task(self.plan, EpochContext(seed, epoch, skip=skip), kind, payload)
-            except Exception as exc:
+            except Exception as exc:  # not the user's code: the outputs are lost
                 self.replies.put((w, "error", eid, seq, exc))
             else:
                 self.replies.put((w, "ok", eid, seq, result))

@@ -41,9 +41,11 @@ MAIN_SIDE_FDS: set[int] = set()
 
 def run_task(
     the_plan: Plan, ctx: EpochContext, kind: str, payload: Any
-) -> tuple[list[list[Any]], list[Skipped]]:
-    """A task's outputs ``(key, value)``, one list per unit, and the elements it skipped."""
-    return the_plan.task_outputs(kind, payload, ctx), ctx.skipped
+) -> tuple[list[list[Any]], list[Skipped], Exception | None]:
+    """A task's outputs ``(key, value)``, one list per unit, the elements it skipped, and
+    the error that stopped it (the outputs before an error still count)."""
+    per_unit, error = the_plan.task_outputs(kind, payload, ctx)
+    return per_unit, ctx.skipped, error
 
 
 def describe_error(exc: BaseException) -> tuple[bytes | None, str, str, str]:
@@ -195,9 +197,10 @@ def process_main(
         try:
             with transport.collating_into(arena):
                 result = run_task(the_plan, EpochContext(seed, epoch, skip=skip), kind, payload)
-            items, skipped = result
-            body = transport.dumps((items, [_portable(s) for s in skipped]), arena)
-            del items, result, skipped
+            items, skipped, error = result
+            described = None if error is None else describe_error(error)
+            body = transport.dumps((items, [_portable(s) for s in skipped], described), arena)
+            del items, result, skipped, error
             data = pickle.dumps(("ok", epoch_id, seq, (arena.sizes(), body)), protocol=5)
             del body
         except Exception as exc:

@@ -1,14 +1,17 @@
-"""``assert_matches_reference``: a compiled Loader yields exactly what the pipe does in-process."""
+"""Assertions about compiled loaders: they yield exactly what the pipe does in this process
+(``assert_matches_reference``), also after resuming from a checkpoint (``assert_resumable``)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from .._graph import Pipe
 from .assertions import _canonical, assert_equal_outputs
 
-__all__ = ["assert_matches_reference"]
+__all__ = ["assert_matches_reference", "assert_resumable"]
 
 
 def assert_matches_reference(pipe: Pipe[Any], *, epochs: int = 2, **compile_kwargs: Any) -> None:
@@ -43,3 +46,67 @@ def assert_matches_reference(pipe: Pipe[Any], *, epochs: int = 2, **compile_kwar
                 )
     finally:
         loader.close()
+
+
+def assert_resumable(
+    pipe: Pipe[Any],
+    *,
+    at: int | Sequence[int] = (0,),
+    epochs: int = 2,
+    resume_with: dict[str, Any] | None = None,
+    **compile_kwargs: Any,
+) -> None:
+    """Checkpoint an uninterrupted run after the outputs numbered ``at`` (counted over all
+    ``epochs``; negative counts from the end), resume each checkpoint in a new loader
+    (compiled with ``resume_with`` where given, e.g. another worker count) and assert it
+    yields exactly the rest of the run. Each state also goes through ``json`` first, and
+    ``pipe.iter(state=...)`` must yield the rest of its epoch.
+
+    >>> import datapipes as dp
+    >>> pipe = dp.from_sequence(range(10)) | dp.shuffle() | dp.batch(3)
+    >>> assert_resumable(pipe, at=[0, 2, 5], workers=2, backend="thread",
+    ...                  resume_with={"workers": 0})
+    """
+    positions = [at] if isinstance(at, int) else list(at)
+    outputs: list[Any] = []
+    epoch_of: list[int] = []
+    states: list[dict[str, Any]] = []
+    loader = pipe.compile(**compile_kwargs)
+    try:
+        for epoch in range(epochs):
+            for value in loader:
+                outputs.append(value)
+                epoch_of.append(epoch)
+                states.append(json.loads(json.dumps(loader.state_dict())))
+    finally:
+        loader.close()
+    n = len(outputs)
+    for k in positions:
+        if not -n <= k < n:
+            if n == 0:
+                continue
+            raise ValueError(f"assert_resumable: position {k} is outside the {n} outputs")
+        k %= n
+        state = states[k]
+        expected = outputs[k + 1 :]
+        got: list[Any] = []
+        resumed = pipe.compile(**{**compile_kwargs, **(resume_with or {})})
+        try:
+            resumed.load_state_dict(state)
+            seed = resumed.seed
+            while resumed.epoch < epochs:
+                got.extend(resumed)
+        finally:
+            resumed.close()
+        # A state taken after the last output of an epoch whose length is not known in
+        # advance resumes with the next epoch in the same pass: past the run, that pass
+        # goes on with epoch ``epochs``.
+        beyond = list(pipe.iter(epoch=epochs, seed=seed))[: max(0, len(got) - len(expected))]
+        assert_equal_outputs(expected + beyond, got,
+                             f"resumed after output {k} (epoch {epoch_of[k]})")
+        # a state taken after the last output of an epoch points at the next epoch
+        rest_of_epoch = [x for x, e in zip(expected, epoch_of[k + 1 :], strict=True)
+                         if e == state["epoch"]]
+        if state["epoch"] < epochs:
+            assert_equal_outputs(rest_of_epoch, list(pipe.iter(state=state)),
+                                 f"pipe.iter(state=...) after output {k}")
