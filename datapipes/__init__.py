@@ -21,6 +21,7 @@ from .stages.positions import enumerate as enumerate
 from .stages.positions import skip as skip
 from .stages.positions import take as take
 from .stages.prefetch import prefetch as prefetch
+from .stages.shard import shard_by_rank as shard_by_rank
 from .stages.shuffle import shuffle as shuffle
 from .stages.sources import from_arrays as from_arrays
 from .stages.sources import from_iterable as from_iterable
@@ -42,6 +43,7 @@ __all__ = [
     "map",
     "parallel_map",
     "prefetch",
+    "shard_by_rank",
     "shuffle",
     "skip",
     "take",

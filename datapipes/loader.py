@@ -26,7 +26,9 @@ from .executors.pools import ProcessPool, ThreadPool
 from .executors.shared_list import share_objects
 from .plan import Plan, plan, with_positions
 from .stages._kinds import ElementStage
+from .stages.positions import Enumerate
 from .stages.prefetch import Prefetch, background
+from .stages.shard import shard_by_rank
 
 _BACKENDS = ("process", "thread")
 _START_METHODS = (None, "fork", "spawn", "forkserver")
@@ -63,6 +65,8 @@ class Loader:
         timeout: float | None = None,
         on_error: str = "raise",
         max_skipped: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"compile: workers must be an int >= 0, got {workers!r}")
@@ -95,6 +99,8 @@ class Loader:
             raise ValueError(f"compile: start_method {start_method!r} is not available here")
         from .transfer import Transfer
 
+        if rank is not None or world_size is not None:
+            pipe = with_shard(pipe, rank, world_size)
         self._transfer = Transfer.create(pin_memory=pin_memory, device=device)
         if backend == "process" and workers and (start_method or mp.get_start_method()) != "fork":
             _check_shippable(pipe)
@@ -401,6 +407,16 @@ class Loader:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self._shutdown_pool()
+
+
+def with_shard(pipe: Pipe[Any], rank: int | None, world_size: int | None) -> Pipe[Any]:
+    """``pipe`` with ``shard_by_rank(even="drop")`` right after its last index stage (the
+    last stage that reorders or selects elements without reading them)."""
+    shard = shard_by_rank(rank=rank, world_size=world_size, even="drop").stages[0]
+    the_plan = plan(pipe)
+    last = max((pipe.stages.index(stage) for _, stage in the_plan.index_ops
+                if not isinstance(stage, Enumerate)), default=0)
+    return Pipe(*pipe.stages[: last + 1], shard, *pipe.stages[last + 1 :])
 
 
 def _limit_skips(values: Iterator[Any], skipped: list[Skipped], limit: int) -> Iterator[Any]:

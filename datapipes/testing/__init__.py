@@ -19,6 +19,7 @@ from .assertions import assert_equal_outputs as assert_equal_outputs
 from .assertions import has_randomness as has_randomness
 from .assertions import reference as reference
 from .matching import assert_matches_reference as assert_matches_reference
+from .matching import assert_partitioned as assert_partitioned
 from .matching import assert_resumable as assert_resumable
 from .strategies import fragments as fragments
 from .strategies import pipes as pipes
@@ -28,6 +29,7 @@ __all__ = [
     "assert_equal_elements",
     "assert_equal_outputs",
     "assert_matches_reference",
+    "assert_partitioned",
     "assert_resumable",
     "fragments",
     "has_randomness",

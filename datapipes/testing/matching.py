@@ -11,7 +11,7 @@ from typing import Any
 from .._graph import Pipe
 from .assertions import _canonical, assert_equal_outputs
 
-__all__ = ["assert_matches_reference", "assert_resumable"]
+__all__ = ["assert_matches_reference", "assert_partitioned", "assert_resumable"]
 
 
 def assert_matches_reference(pipe: Pipe[Any], *, epochs: int = 2, **compile_kwargs: Any) -> None:
@@ -110,3 +110,44 @@ def assert_resumable(
         if state["epoch"] < epochs:
             assert_equal_outputs(rest_of_epoch, list(pipe.iter(state=state)),
                                  f"pipe.iter(state=...) after output {k}")
+
+
+def assert_partitioned(pipe: Pipe[Any], world_size: int, *, epochs: int = 2,
+                       **compile_kwargs: Any) -> None:
+    """For a pipe without sharding: the shares of ranks ``0 .. world_size - 1`` (compiled
+    with ``rank=, world_size=``) are disjoint and together are the unsharded epoch, but for
+    at most ``world_size - 1`` elements dropped to even them out; every rank gets as many.
+    Elements are compared as a multiset, so give it a pipe of elements (before ``batch``).
+
+    >>> import datapipes as dp
+    >>> from datapipes.testing.functions import add_noise
+    >>> pipe = dp.from_sequence(range(10)) | dp.shuffle() | dp.map(add_noise, rng=True)
+    >>> assert_partitioned(pipe, 3)
+    """
+    if not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"assert_partitioned: world_size must be an int >= 1, got {world_size!r}")
+    for epoch in range(epochs):
+        shares = []
+        for rank in range(world_size):
+            loader = pipe.compile(rank=rank, world_size=world_size, **compile_kwargs)
+            try:
+                loader.set_epoch(epoch)
+                shares.append(list(loader))
+                seed = loader.seed
+            finally:
+                loader.close()
+        whole = Counter(map(_canonical, pipe.iter(epoch=epoch, seed=seed)))
+        union: Counter[Any] = Counter()
+        for share in shares:
+            union += Counter(map(_canonical, share))
+        extra = union - whole
+        if extra:
+            raise AssertionError(f"epoch {epoch}: the shares hold elements the unsharded "
+                                 f"epoch does not (or more often): {list(extra)[:5]}")
+        dropped = sum((whole - union).values())
+        if dropped >= world_size:
+            raise AssertionError(f"epoch {epoch}: {dropped} elements are in no share; at most "
+                                 f"{world_size - 1} may be dropped")
+        sizes = [len(share) for share in shares]
+        if len(set(sizes)) > 1:
+            raise AssertionError(f"epoch {epoch}: the ranks got different counts: {sizes}")
