@@ -7,10 +7,12 @@ seed=s)`` yields, whatever the number of workers, the backend or the prefetch de
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import math
 import multiprocessing as mp
 import pickle
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -298,7 +300,8 @@ class Loader:
                 self._pool = ThreadPool(self._plan, self._pool_size, self.timeout)
             else:
                 self._pool = ProcessPool(
-                    self._worker_plan, self._pool_size, self.start_method, self.timeout
+                    self._worker_plan, self._pool_size, self.start_method, self.timeout,
+                    self.prefetch,
                 )
             self._outstanding = [0] * self._pool_size
             self._finalizer.detach()
@@ -343,6 +346,13 @@ class Loader:
         exhausted = finished = False
         try:
             while True:
+                if self._pool is not pool:
+                    raise RuntimeError("this Loader was closed while a pass over it was running")
+                if self._epoch_id != eid:
+                    raise RuntimeError(
+                        "a newer pass over this Loader started: a Loader runs one pass (epoch) "
+                        "at a time; compile the pipe again for a second, independent loader"
+                    )
                 while not exhausted and sent - delivered < limit:
                     w = min(range(self._pool_size), key=outstanding.__getitem__)
                     if outstanding[w] >= self.prefetch:
@@ -443,14 +453,39 @@ def _rebuild(payload: Any) -> BaseException:
     """The user's exception from a worker, with the worker's traceback attached."""
     if isinstance(payload, BaseException):
         return payload
-    pickled, type_name, message, text = payload
+    pickled, type_name, message, text, notes = payload
     exc: BaseException
     if pickled is not None:
         exc = pickle.loads(pickled)
+        _adopt_local_class(exc)
     else:
         exc = StageError(f"{type_name}: {message} (the exception could not be pickled)")
+        for note in notes:
+            exc.add_note(note)
     exc.add_note(f"worker traceback:\n{text}")
     return exc
+
+
+def _adopt_local_class(exc: BaseException) -> None:
+    """Give an exception of a class defined inside a function its original class back.
+
+    Such a class travels from a worker by value, so it arrives as a copy, which an
+    ``except`` clause naming the original would miss. A forked worker's class is one that
+    exists here too: find it (same module and qualified name) and use it.
+    """
+    cls = type(exc)
+    module = sys.modules.get(cls.__module__)
+    if module is None or getattr(module, cls.__qualname__, None) is cls:
+        return  # an importable class: pickle kept it as it is
+    same = [
+        obj for obj in gc.get_objects()
+        if type(obj) is type and obj is not cls and issubclass(obj, BaseException)
+        and "<locals>" in obj.__qualname__ and obj.__name__ == cls.__name__
+        and obj.__module__ == cls.__module__
+    ]
+    if len(same) == 1:
+        with contextlib.suppress(TypeError):  # a layout that differs: keep the copy
+            exc.__class__ = same[0]
 
 
 def _check_shippable(pipe: Pipe[Any]) -> None:

@@ -11,6 +11,7 @@ skipped)``), ``"error"`` (the exception, or its description from a process) or
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing as mp
 import multiprocessing.connection
 import os
@@ -61,7 +62,12 @@ class ProcessPool:
     """Worker processes, each with a task socket and a result socket."""
 
     def __init__(
-        self, the_plan: Plan, workers: int, start_method: str | None, timeout: float | None
+        self,
+        the_plan: Plan,
+        workers: int,
+        start_method: str | None,
+        timeout: float | None,
+        prefetch: int = 2,
     ) -> None:
         ctx: Any = mp.get_context(start_method)
         self.start_method = ctx.get_start_method()
@@ -71,6 +77,7 @@ class ProcessPool:
         self.tasks: list[transport.Channel] = []
         self.results: list[transport.Channel] = []
         self._busy_since: list[float | None] = []  # when the oldest unanswered task was sent
+        self._locks = [threading.Lock() for _ in range(workers)]
         self._closed = False
         try:
             for w in range(workers):
@@ -81,7 +88,7 @@ class ProcessPool:
                 proc = ctx.Process(
                     target=process_main,
                     args=(payload, task_worker, result_worker, os.getpid(), w, timeout,
-                          inherited),
+                          inherited, prefetch + 2),
                     daemon=True,
                     name="datapipes-worker",
                 )
@@ -102,18 +109,32 @@ class ProcessPool:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
-    def send(self, worker: int, message: tuple[Any, ...]) -> None:
-        try:
+    def _send(self, worker: int, message: tuple[Any, ...]) -> None:
+        # Finalizers of delivered batches send from whichever thread drops them.
+        with self._locks[worker]:
             self.tasks[worker].send(pickle.dumps(message, protocol=5))
+
+    def send(self, worker: int, message: tuple[Any, ...]) -> None:
+        if self._closed:
+            raise RuntimeError("this Loader is closed")
+        try:
+            self._send(worker, message)
         except OSError:
             self._raise_dead(worker)
         if self._busy_since[worker] is None:
             self._busy_since[worker] = time.monotonic()
 
     def cancel(self, epoch_id: int) -> None:
-        for ch in self.tasks:
+        for w in range(len(self.tasks)):
             with contextlib.suppress(OSError):
-                ch.send(pickle.dumps(("cancel", epoch_id)))
+                self._send(w, ("cancel", epoch_id))
+
+    def _give_back(self, worker: int, chunk_id: int) -> None:
+        """A delivered result's shared memory is no longer referenced: the worker may
+        write it again."""
+        if not self._closed:
+            with contextlib.suppress(OSError):
+                self._send(worker, ("free", chunk_id))
 
     def poll(self, epoch_id: int, timeout: float, outstanding: list[int]) -> list[Reply]:
         """Replies that arrived within ``timeout`` seconds; results of other epochs are not
@@ -138,10 +159,13 @@ class ProcessPool:
                 raise _timeout_error(w, f"pid {self.procs[w].pid}", payload)
             if kind == "ok":
                 sizes, body = payload
+                give_back = functools.partial(self._give_back, w)
                 if eid == epoch_id:
-                    payload = transport.loads(body, fds, sizes)
+                    payload = transport.loads(body, fds, sizes, give_back)
                 else:
                     transport.close_fds(fds)
+                    for chunk_id, _ in sizes:
+                        give_back(chunk_id)
                     payload = None
             # the next task in this worker's queue starts now
             self._busy_since[w] = time.monotonic() if outstanding[w] > 1 else None
@@ -174,9 +198,9 @@ class ProcessPool:
         if self._closed:
             return
         self._closed = True
-        for ch in self.tasks:
+        for w in range(len(self.tasks)):
             with contextlib.suppress(OSError):
-                ch.send(pickle.dumps(("stop",)))
+                self._send(w, ("stop",))
         deadline = time.monotonic() + _JOIN_SECONDS
         for proc in self.procs:
             proc.join(max(0.0, deadline - time.monotonic()))

@@ -22,7 +22,9 @@ import os
 import pickle
 import socket
 import struct
-from collections.abc import Iterator
+import threading
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -62,61 +64,140 @@ def _memfd(size: int) -> int:
     return fd
 
 
-class Arena:
-    """Shared-memory chunks a worker fills while it builds one result."""
+class Chunk:
+    """One shared-memory buffer of a worker: its memfd, the worker's map of it, an id."""
 
-    def __init__(self) -> None:
-        self.fds: list[int] = []
-        self.maps: list[mmap.mmap] = []
+    __slots__ = ("address", "fd", "id", "map", "size")
+
+    def __init__(self, chunk_id: int, nbytes: int) -> None:
+        self.size = -(-max(nbytes, _CHUNK) // mmap.PAGESIZE) * mmap.PAGESIZE
+        self.fd = _memfd(self.size)
+        self.map = mmap.mmap(self.fd, self.size)
+        self.id = chunk_id
+        self.address = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
+
+    def close(self) -> None:
+        os.close(self.fd)
+        with contextlib.suppress(BufferError):  # still exported: freed with its arrays
+            self.map.close()
+
+
+class ChunkPool:
+    """A worker's chunks. A chunk goes out with a result and comes back when the main
+    process reports that nothing refers to it any more; then it is written again. Reused
+    pages are already mapped on both sides: no zero-filling, fewer page faults, no new
+    segment per batch."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self.free: list[Chunk] = []
+        self.lent: dict[int, Chunk] = {}
+        self._returned: list[int] = []
+        self._lock = threading.Lock()
+        self._next_id = 0
+
+    def take(self, nbytes: int) -> Chunk:
+        self._collect()
+        fitting = [c for c in self.free if c.size >= nbytes]
+        if fitting:
+            chunk = min(fitting, key=lambda c: c.size)
+            self.free.remove(chunk)
+            return chunk
+        self._next_id += 1
+        return Chunk(self._next_id, nbytes)
+
+    def lend(self, chunks: list[Chunk]) -> None:
+        for chunk in chunks:
+            self.lent[chunk.id] = chunk
+
+    def put_back(self, chunks: list[Chunk]) -> None:
+        """Chunks that were not sent after all (an error while building the result)."""
+        self.free.extend(chunks)
+        self._trim()
+
+    def returned(self, chunk_id: int) -> None:
+        """The main process let go of a chunk (called from the worker's receiving thread)."""
+        with self._lock:
+            self._returned.append(chunk_id)
+
+    def _collect(self) -> None:
+        with self._lock:
+            returned, self._returned = self._returned, []
+        for chunk_id in returned:
+            chunk = self.lent.pop(chunk_id, None)
+            if chunk is not None:
+                self.free.append(chunk)
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self.free) > self.keep:
+            self.free.pop(0).close()
+
+
+class Arena:
+    """The shared memory of one result: chunks from ``pool`` (or fresh ones), filled in turn."""
+
+    def __init__(self, pool: ChunkPool | None = None) -> None:
+        self.pool = pool
+        self.chunks: list[Chunk] = []
         self.used: list[int] = []
-        self._ranges: list[tuple[int, int]] = []  # (address, size) of each chunk
+
+    @property
+    def fds(self) -> list[int]:
+        return [c.fd for c in self.chunks]
 
     def alloc(self, nbytes: int) -> tuple[int, int]:
         """Room for ``nbytes``: ``(chunk index, offset)``."""
-        if self.maps:
+        if self.chunks:
             offset = -(-self.used[-1] // _ALIGN) * _ALIGN
-            if offset + nbytes <= len(self.maps[-1]):
+            if offset + nbytes <= self.chunks[-1].size:
                 self.used[-1] = offset + nbytes
-                return len(self.maps) - 1, offset
-        size = max(nbytes, _CHUNK)
-        size = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
-        fd = _memfd(size)
-        mm = mmap.mmap(fd, size)
-        self.fds.append(fd)
-        self.maps.append(mm)
+                return len(self.chunks) - 1, offset
+        pool = self.pool
+        chunk = pool.take(nbytes) if pool is not None else Chunk(len(self.chunks), nbytes)
+        self.chunks.append(chunk)
         self.used.append(nbytes)
-        address = ctypes.addressof(ctypes.c_char.from_buffer(mm))
-        self._ranges.append((address, size))
-        return len(self.maps) - 1, 0
+        return len(self.chunks) - 1, 0
 
     def array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """A new array in shared memory (what ``collate`` stacks into)."""
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         chunk, offset = self.alloc(max(nbytes, 1))
-        return np.ndarray(shape, dtype, buffer=self.maps[chunk], offset=offset)
+        return np.ndarray(shape, dtype, buffer=self.chunks[chunk].map, offset=offset)
 
     def locate(self, arr: np.ndarray) -> tuple[int, int] | None:
         """``(chunk, offset)`` when ``arr`` is a C-contiguous view into this arena."""
         if not arr.flags.c_contiguous:
             return None
         address = arr.__array_interface__["data"][0]
-        for chunk, (start, size) in enumerate(self._ranges):
-            if start <= address and address + arr.nbytes <= start + size:
-                return chunk, address - start
+        for index, chunk in enumerate(self.chunks):
+            if chunk.address <= address and address + arr.nbytes <= chunk.address + chunk.size:
+                return index, address - chunk.address
         return None
 
-    def sizes(self) -> list[int]:
-        return [-(-u // mmap.PAGESIZE) * mmap.PAGESIZE for u in self.used]
+    def sizes(self) -> list[tuple[int, int]]:
+        """``(chunk id, bytes to map)`` of each chunk, for the main process."""
+        return [(c.id, -(-u // mmap.PAGESIZE) * mmap.PAGESIZE)
+                for c, u in zip(self.chunks, self.used, strict=True)]
+
+    def sent(self) -> None:
+        """The result went out: its chunks are the main process's until it returns them."""
+        if self.pool is not None:
+            self.pool.lend(self.chunks)
+        else:
+            for chunk in self.chunks:
+                chunk.close()
+        self.chunks, self.used = [], []
 
     def release(self) -> None:
-        """Drop the worker's side: close fds and maps (arrays still alive keep their map)."""
-        for fd in self.fds:
-            os.close(fd)
-        for mm in self.maps:
-            with contextlib.suppress(BufferError):  # still exported: freed with its array
-                mm.close()
-        self.fds, self.maps, self.used, self._ranges = [], [], [], []
+        """The result was not sent: its chunks are free again."""
+        if self.pool is not None:
+            self.pool.put_back(self.chunks)
+        else:
+            for chunk in self.chunks:
+                chunk.close()
+        self.chunks, self.used = [], []
 
 
 @contextmanager
@@ -187,12 +268,22 @@ class _Unpickler(pickle.Unpickler):
         return torch.from_numpy(raw).view(dtype).reshape(shape)
 
 
-def loads(data: bytes, fds: list[int], sizes: list[int]) -> Any:
-    """Unpickle a result, mapping its shared memory (and closing the fds)."""
+def loads(
+    data: bytes,
+    fds: list[int],
+    sizes: list[tuple[int, int]],
+    give_back: Callable[[int], None] | None = None,
+) -> Any:
+    """Unpickle a result, mapping its shared memory (and closing the fds). Once nothing
+    refers to a chunk's map any more, ``give_back(chunk id)`` is called so the worker can
+    write it again."""
     maps = []
     try:
-        for fd, size in zip(fds, sizes, strict=True):
-            maps.append(mmap.mmap(fd, size))
+        for fd, (chunk_id, size) in zip(fds, sizes, strict=True):
+            mm = mmap.mmap(fd, size)
+            maps.append(mm)
+            if give_back is not None:
+                weakref.finalize(mm, give_back, chunk_id).atexit = False
     finally:
         for fd in fds:
             os.close(fd)

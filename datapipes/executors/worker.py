@@ -48,17 +48,24 @@ def run_task(
     return per_unit, ctx.skipped, error
 
 
-def describe_error(exc: BaseException) -> tuple[bytes | None, str, str, str]:
+def describe_error(exc: BaseException) -> tuple[bytes | None, str, str, str, list[str]]:
     """An exception as it can cross a process boundary: pickled if it can be, always its
-    type name, message and the worker's formatted traceback."""
-    text = "".join(traceback.format_exception(exc))
+    type name, message, the worker's formatted traceback and its notes."""
+    notes = getattr(exc, "__notes__", None)
+    if notes is not None:  # they travel with the exception itself: not twice
+        del exc.__notes__
+    try:
+        text = "".join(traceback.format_exception(exc))
+    finally:
+        if notes is not None:
+            exc.__notes__ = notes
     pickled: bytes | None
     try:
         pickled = cloudpickle.dumps(exc)
         pickle.loads(pickled)
     except Exception:
         pickled = None
-    return pickled, type(exc).__qualname__, str(exc), text
+    return pickled, type(exc).__qualname__, str(exc), text, list(notes or ())
 
 
 def _portable(record: Skipped) -> Skipped:
@@ -137,6 +144,7 @@ def process_main(
     worker: int,
     timeout: float | None,
     inherited: list[int],
+    keep_chunks: int,
 ) -> None:
     """The body of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
@@ -163,6 +171,8 @@ def process_main(
                 message = pickle.loads(data)
                 if message[0] == "cancel":
                     cancelled[0] = max(cancelled[0], message[1])
+                elif message[0] == "free":
+                    chunks.returned(message[1])
                 elif message[0] == "stop":
                     break
                 else:
@@ -172,6 +182,7 @@ def process_main(
                 os._exit(0)  # the main process is gone and cannot take results any more
         inbox.put(None)
 
+    chunks = transport.ChunkPool(keep=keep_chunks)
     threading.Thread(target=receive, daemon=True, name="datapipes-receive").start()
     watchdog = _Watchdog(timeout, send, the_plan) if timeout is not None else None
     seeded: tuple[int, int] | None = None
@@ -191,7 +202,7 @@ def process_main(
         if seeded != (seed, epoch):
             seed_globals(seed, epoch, worker)
             seeded = (seed, epoch)
-        arena = transport.Arena()
+        arena = transport.Arena(chunks)
         if watchdog is not None:
             watchdog.current = (time.monotonic(), epoch_id, seq)
         try:
@@ -205,7 +216,6 @@ def process_main(
             del body
         except Exception as exc:
             arena.release()
-            arena = transport.Arena()
             data = pickle.dumps(("error", epoch_id, seq, describe_error(exc)))
         finally:
             if watchdog is not None:
@@ -216,4 +226,4 @@ def process_main(
             break  # the main process closed our channel
         finally:
             del data
-            arena.release()
+        arena.sent()

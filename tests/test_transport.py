@@ -1,0 +1,388 @@
+"""Unit tests for the process transport: shared-memory pickling, the fd channel, and the
+serialized list that protects forked workers from copy-on-read."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import socket
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import datapipes as dp
+from datapipes.executors import transport
+from datapipes.executors.shared_list import MIN_LENGTH, SerializedSequence, share_objects
+from datapipes.stages.collate import allocator, collate_value
+from datapipes.testing import assert_equal_elements
+
+#: a timeout for every test here (those that start workers also carry their own)
+pytestmark = pytest.mark.timeout(60)
+
+BIG = transport.INLINE_BYTES  # bytes from which an array travels through shared memory
+
+
+def round_trip(obj: Any) -> tuple[Any, transport.Arena]:
+    """``obj`` through ``dumps``/``loads`` as a worker and the main process do it, with the
+    worker's arena still open (the caller releases it)."""
+    arena = transport.Arena()
+    body = transport.dumps(obj, arena)
+    # The worker sends its fds over a socket, which duplicates them; ``loads`` closes its own.
+    fds = [os.dup(fd) for fd in arena.fds]
+    return transport.loads(body, fds, arena.sizes()), arena
+
+
+def mmap_base(arr: np.ndarray) -> mmap.mmap | None:
+    """The mmap at the end of ``arr``'s ``base`` chain, if there is one."""
+    base: Any = arr
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    return base
+
+
+def backed_by(obj: np.ndarray | torch.Tensor, arena: transport.Arena) -> bool:
+    """Whether ``obj`` (as loaded in the main process) is the very memory the worker filled:
+    a byte flipped through it shows in the worker's maps of the shared memory."""
+    flat = (obj.numpy() if isinstance(obj, torch.Tensor) else obj).reshape(-1).view(np.uint8)
+    before = [bytes(c.map) for c in arena.chunks]
+    flat[0] ^= 0xFF
+    changed = [bytes(c.map) for c in arena.chunks] != before
+    flat[0] ^= 0xFF
+    return changed
+
+
+# -- dumps / loads ------------------------------------------------------------------------------
+def test_nested_structure_round_trips_with_types_and_values() -> None:
+    obj = {
+        "image": np.arange(BIG, dtype=np.float32).reshape(64, -1),  # 64 KiB: shared memory
+        "small": np.arange(5, dtype=np.int16),  # pickled inline
+        "pair": (torch.arange(10_000, dtype=torch.int64), torch.tensor([1.5, 2.5])),
+        "nested": [{"mask": np.ones((128, 128), dtype=bool)}, "text", 3, None],
+        "scalar": np.float64(2.5),
+    }
+    out, arena = round_trip(obj)
+    try:
+        assert_equal_elements(obj, out)
+        assert type(out["pair"]) is tuple and type(out["nested"]) is list
+        assert out["image"].dtype == np.float32 and out["image"].shape == (64, BIG // 64)
+        assert out["pair"][0].dtype == torch.int64 and isinstance(out["pair"][0], torch.Tensor)
+        # large ones live in the shared memory (one chunk), small ones were pickled
+        assert len(arena.fds) == 1
+        assert backed_by(out["image"], arena)
+        assert backed_by(out["pair"][0], arena)
+        assert backed_by(out["nested"][0]["mask"], arena)
+        assert not backed_by(out["small"], arena)
+        assert not backed_by(out["pair"][1], arena)
+    finally:
+        arena.release()
+
+
+def test_large_arrays_are_mapped_not_copied() -> None:
+    big = np.zeros(BIG // 8, dtype=np.float64)
+    out, arena = round_trip([big, big.copy(), torch.zeros(BIG // 4, dtype=torch.float32)])
+    try:
+        arr, arr2, tensor = out
+        # the base chain ends in an mmap of the shared memory; both arrays come from the
+        # same chunk, so they share one mapping
+        assert mmap_base(arr) is not None
+        assert mmap_base(arr) is mmap_base(arr2)
+        assert not np.shares_memory(arr, arr2)
+        assert backed_by(tensor, arena)
+        assert len(arena.chunks) == 1
+        arr[3] = 42.0
+        worker_view = np.frombuffer(arena.chunks[0].map, dtype=np.float64, count=arr.size)
+        assert worker_view[3] == 42.0  # the same memory, not a copy
+    finally:
+        arena.release()
+
+
+def test_results_outlive_the_worker_side_and_the_fds() -> None:
+    arr = np.arange(BIG, dtype=np.int32)
+    out, arena = round_trip({"x": arr})
+    arena.release()  # the worker closes its fds and maps once the result is sent
+    np.testing.assert_array_equal(out["x"], arr)
+    out["x"][:] = 7  # still mapped, still writable
+    assert int(out["x"].sum()) == 7 * arr.size
+
+
+def test_small_only_results_use_no_shared_memory() -> None:
+    obj = {"a": np.arange(10), "t": torch.ones(3), "s": "x" * 100_000}
+    out, arena = round_trip(obj)
+    try:
+        assert arena.fds == []
+        assert mmap_base(out["a"]) is None
+        assert_equal_elements(obj, out)
+    finally:
+        arena.release()
+
+
+def test_threshold_is_inclusive_of_inline_bytes() -> None:
+    below = np.zeros(BIG - 1, dtype=np.uint8)
+    at = np.zeros(BIG, dtype=np.uint8)
+    out, arena = round_trip((below, at))
+    try:
+        assert not backed_by(out[0], arena)
+        assert backed_by(out[1], arena)
+    finally:
+        arena.release()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: np.arange(40_000.0).reshape(200, 200)[:, ::2],  # strided
+        lambda: np.asfortranarray(np.arange(40_000.0).reshape(200, 200)),  # Fortran order
+        lambda: np.arange(10_000.0)[::-1],  # negative strides
+        lambda: torch.arange(40_000.0).reshape(200, 200).t(),  # transposed tensor
+        lambda: torch.arange(40_000, dtype=torch.int32)[1::3],  # offset, strided tensor
+    ],
+    ids=["strided", "fortran", "reversed", "tensor-transposed", "tensor-offset"],
+)
+def test_non_contiguous_arrays_round_trip(make: Any) -> None:
+    obj = make()
+    out, arena = round_trip({"v": obj})
+    try:
+        assert type(out["v"]) is type(obj)
+        assert_equal_elements(obj, out["v"])
+        assert backed_by(out["v"], arena)
+    finally:
+        arena.release()
+
+
+@pytest.mark.parametrize(
+    "dtype", ["<f2", ">i8", "complex128", "bool", "<U8", "S5", "datetime64[ns]", "uint64"]
+)
+def test_dtypes_are_kept(dtype: str) -> None:
+    arr = np.zeros(BIG // 2, dtype=dtype)
+    out, arena = round_trip(arr)
+    try:
+        assert out.dtype == arr.dtype and out.shape == arr.shape
+        assert_equal_elements(arr, out)
+    finally:
+        arena.release()
+
+
+def test_structured_dtype_keeps_its_fields() -> None:
+    arr = np.zeros(BIG // 8, dtype=[("a", "<f8"), ("b", "<i4")])
+    arr["a"] = np.arange(arr.size)
+    out, arena = round_trip(arr)
+    try:
+        assert out.dtype == arr.dtype, f"got dtype {out.dtype}, expected {arr.dtype}"
+        np.testing.assert_array_equal(out["a"], arr["a"])
+    finally:
+        arena.release()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.bool, torch.uint8])
+def test_tensor_dtypes_are_kept(dtype: torch.dtype) -> None:
+    tensor = torch.ones(BIG, dtype=dtype)
+    out, arena = round_trip(tensor)
+    try:
+        assert isinstance(out, torch.Tensor)
+        assert out.dtype == dtype and out.shape == tensor.shape
+        assert torch.equal(out, tensor)
+    finally:
+        arena.release()
+
+
+def test_object_arrays_are_pickled_inline() -> None:
+    arr = np.array([{"k": i} for i in range(5_000)], dtype=object)  # 40 KB of pointers
+    out, arena = round_trip({"objs": arr})
+    try:
+        assert arena.fds == []
+        assert out["objs"].dtype == object
+        assert out["objs"][4_999] == {"k": 4_999}
+    finally:
+        arena.release()
+
+
+def test_subclasses_and_special_tensors_are_pickled_as_themselves() -> None:
+    masked = np.ma.masked_array(np.arange(5_000.0), mask=np.arange(5_000) % 2 == 0)
+    grad = torch.ones(10_000, requires_grad=True)
+    out, arena = round_trip((masked, grad))
+    try:
+        assert type(out[0]) is np.ma.MaskedArray
+        np.testing.assert_array_equal(out[0].mask, masked.mask)
+        assert out[1].requires_grad and torch.equal(out[1].detach(), grad.detach())
+    finally:
+        arena.release()
+
+
+def test_empty_and_zero_size_arrays() -> None:
+    obj = [np.zeros((0, 100_000)), torch.empty(0, 5_000), np.zeros(())]
+    out, arena = round_trip(obj)
+    try:
+        assert_equal_elements(obj, out)
+    finally:
+        arena.release()
+
+
+def test_arrays_built_in_the_arena_are_not_copied_again() -> None:
+    arena = transport.Arena()
+    try:
+        with transport.collating_into(arena):
+            assert allocator.get() is not None
+            batch = collate_value([np.full(4, i, dtype=np.float32) for i in range(3)])
+        assert allocator.get() is None  # restored on exit
+        used = list(arena.used)
+        assert arena.locate(batch.numpy()) is not None  # stacked straight into shared memory
+        body = transport.dumps({"b": batch}, arena)
+        assert arena.used == used  # no new room taken: the batch is sent where it is
+        out = transport.loads(body, [os.dup(fd) for fd in arena.fds], arena.sizes())
+        # small, but it was built in shared memory, so it travels by descriptor
+        assert backed_by(out["b"], arena)
+        assert torch.equal(out["b"], torch.tensor([[0.0] * 4, [1.0] * 4, [2.0] * 4]))
+    finally:
+        arena.release()
+
+
+def test_arena_packs_arrays_aligned_in_one_chunk() -> None:
+    arena = transport.Arena()
+    try:
+        a = arena.array((10,), np.uint8)
+        b = arena.array((3, 3), np.float64)
+        where_a, where_b = arena.locate(a), arena.locate(b)
+        assert where_a is not None and where_b is not None
+        (ca, oa), (cb, ob) = where_a, where_b
+        assert ca == cb == 0 and oa == 0 and ob % 64 == 0 and ob >= 10
+        assert all(size % mmap.PAGESIZE == 0 for _, size in arena.sizes())
+        assert arena.locate(np.zeros(3)) is None  # not in the arena
+        assert arena.locate(b[:, ::2]) is None  # not contiguous
+    finally:
+        arena.release()
+
+
+def test_shared_memory_is_anonymous() -> None:
+    before = set(os.listdir("/dev/shm"))
+    out, arena = round_trip(np.ones(1_000_000))
+    arena.release()
+    assert set(os.listdir("/dev/shm")) == before
+    assert float(out.sum()) == 1_000_000.0
+
+
+# -- Channel ------------------------------------------------------------------------------------
+def test_channel_sends_messages_in_order_with_their_boundaries() -> None:
+    a, b = transport.channel_pair()
+    try:
+        for message in [b"one", b"", b"three" * 10]:
+            a.send(message)
+        assert [b.recv() for _ in range(3)] == [(b"one", []), (b"", []), (b"three" * 10, [])]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_channel_passes_file_descriptors() -> None:
+    a, b = transport.channel_pair()
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"through the fd")
+        a.send(b"payload", [read_end])
+        data, fds = b.recv()
+        assert data == b"payload" and len(fds) == 1
+        assert fds[0] != read_end  # a new descriptor for the same pipe
+        try:
+            assert os.read(fds[0], 100) == b"through the fd"
+        finally:
+            os.close(fds[0])
+    finally:
+        for fd in (read_end, write_end):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
+@pytest.mark.timeout(30)
+def test_channel_carries_a_message_larger_than_the_socket_buffer() -> None:
+    a, b = transport.channel_pair()
+    message = os.urandom(8 * 1024 * 1024)
+    sender = threading.Thread(target=a.send, args=(message,), name="test-sender")
+    sender.start()
+    try:
+        data, fds = b.recv()
+        assert data == message and fds == []
+    finally:
+        sender.join(10)
+        a.close()
+        b.close()
+
+
+def test_recv_on_a_closed_peer_raises_eoferror() -> None:
+    a, b = transport.channel_pair()
+    a.close()
+    try:
+        with pytest.raises(EOFError):
+            b.recv()
+    finally:
+        b.close()
+
+
+def test_recv_of_a_truncated_message_raises_eoferror() -> None:
+    a, b = transport.channel_pair()
+    try:
+        a.sock.sendall(transport._HEADER.pack(100, 0) + b"only ten b")
+        a.sock.shutdown(socket.SHUT_WR)
+        with pytest.raises(EOFError):
+            b.recv()
+    finally:
+        a.close()
+        b.close()
+
+
+# -- SerializedSequence -------------------------------------------------------------------------
+def test_serialized_sequence_indexing() -> None:
+    items = [{"id": i, "name": f"item{i}"} for i in range(50)] + [None, (1, 2), "last"]
+    seq = SerializedSequence(items)
+    assert len(seq) == len(items)
+    assert [seq[i] for i in range(len(items))] == items
+    assert seq[-1] == "last" and seq[-len(items)] == items[0]
+    assert seq[np.int64(3)] == items[3]  # type: ignore[index]
+    assert seq.nbytes > 0
+    # each read unpickles a fresh object: mutating it does not change the sequence
+    seq[0]["id"] = -1
+    assert seq[0] == {"id": 0, "name": "item0"}
+
+
+@pytest.mark.parametrize("index", [53, -54, 10**9])
+def test_serialized_sequence_index_out_of_range(index: int) -> None:
+    seq = SerializedSequence(list(range(53)))
+    with pytest.raises(IndexError, match="out of range"):
+        seq[index]
+
+
+def test_empty_serialized_sequence() -> None:
+    seq = SerializedSequence([])
+    assert len(seq) == 0
+    with pytest.raises(IndexError):
+        seq[0]
+
+
+def test_serialized_sequence_pickles() -> None:
+    seq = SerializedSequence(["a", "b", {"c": 3}])
+    again = pickle.loads(pickle.dumps(seq))
+    assert [again[i] for i in range(3)] == ["a", "b", {"c": 3}]
+
+
+def test_share_objects_replaces_only_large_lists() -> None:
+    big = [{"i": i} for i in range(MIN_LENGTH)]
+    pipe = dp.from_sequence(big) | dp.map(len)
+    shared, note = share_objects(pipe)
+    assert isinstance(shared.stages[0].seq, SerializedSequence)  # type: ignore[attr-defined]
+    assert shared.stages[1:] == pipe.stages[1:]
+    assert note is not None and f"list of {MIN_LENGTH} objects" in note
+    assert list(shared) == list(pipe)
+
+    for small in (dp.from_sequence(big[:10]), dp.from_sequence(range(MIN_LENGTH * 2))):
+        assert share_objects(small) == (small, None)
+
+
+def test_share_objects_keeps_a_list_that_does_not_pickle() -> None:
+    lock = threading.Lock()
+    pipe = dp.from_sequence([lock] * MIN_LENGTH)
+    same, note = share_objects(pipe)
+    assert same is pipe
+    assert note is not None and "does not pickle" in note
