@@ -169,7 +169,7 @@ class Plan:
 
     def _chain(self, units: list[Any]) -> Iterator[Any]:
         assert self._fused is not None
-        chain: Any = builtins.map(self.source.fetcher(), units)
+        chain: Any = self.source.fetch_many(units)
         for _, fn in self._fused:
             chain = builtins.map(fn, chain)
         return chain  # type: ignore[no-any-return]

@@ -52,6 +52,10 @@ class Source(Stage):
         """A callable ``i -> element``, as direct as possible (it is called per element)."""
         return self.fetch
 
+    def fetch_many(self, indices: list[int]) -> Iterator[Any]:
+        """The elements at ``indices`` (valid indices, from the head), lazily."""
+        return builtins.map(self.fetcher(), indices)
+
     def elements(self) -> Iterator[Any]:
         """The elements of one epoch, in source order."""
         return builtins.map(self.fetcher(), range(self.size()))
@@ -95,6 +99,12 @@ class FromSequence(Source):
 
     def fetcher(self) -> Callable[[int], Any]:
         return self.seq.__getitem__  # type: ignore[no-any-return]
+
+    def fetch_many(self, indices: list[int]) -> Iterator[Any]:
+        seq = self.seq
+        if type(seq) is range and seq.start == 0 and seq.step == 1:
+            return iter(indices)  # range(n)[i] is i: the usual index-to-sample source
+        return builtins.map(seq.__getitem__, indices)
 
 
 def from_sequence(seq: cabc.Sequence[Any] | Any) -> Pipe[Any]:
