@@ -60,9 +60,9 @@ demo: $(VENV)/.stamp-examples
 	$(PY) examples/quickstart.py
 
 bench: $(VENV)/.stamp-bench
-	@set -e; for f in benchmarks/*.py; do \
+	@set -e; for f in benchmarks/[!_]*.py; do \
 	  [ -e "$$f" ] || { echo "no benchmarks/*.py yet"; break; }; \
-	  echo "== $$f"; $(PY) "$$f"; \
+	  echo "== $$f"; PYTHONPATH=. $(PY) "$$f"; \
 	done
 
 clean:
