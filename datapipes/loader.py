@@ -28,7 +28,6 @@ from .executors.pools import ProcessPool, ThreadPool
 from .executors.shared_list import share_objects
 from .plan import Plan, plan, with_positions
 from .stages._kinds import ElementStage
-from .stages.positions import Enumerate
 from .stages.prefetch import Prefetch, background
 from .stages.shard import shard_by_rank
 
@@ -147,6 +146,7 @@ class Loader:
         self._running: tuple[int, Any, int] | None = None
         self._resume_at: Any = None
         self._resume_delivered = 0
+        self._resume_state_epoch: int | None = None
         self._epoch_id = 0
         self._pool: ProcessPool | ThreadPool | None = None
         self._outstanding: list[int] = []
@@ -163,8 +163,11 @@ class Loader:
         return self._epoch_values(epoch, start)
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next pass epoch ``epoch`` (then ``epoch + 1``, ...)."""
+        """Make the next pass epoch ``epoch`` (then ``epoch + 1``, ...). After
+        ``load_state_dict``, naming another epoch than the state's drops its position."""
         self._epoch = _seeds.check_epoch(epoch, "set_epoch")
+        if self._resume_state_epoch != self._epoch:
+            self._resume_at, self._resume_delivered = None, 0
 
     @property
     def epoch(self) -> int:
@@ -245,15 +248,18 @@ class Loader:
         elif self._resume_at is not None:
             position = self._resume_at
             delivered = self._resume_delivered
-        return make_state(self.pipe, self.seed, epoch, position, delivered)
+        return make_state(self.pipe, self.seed, epoch, position, delivered, self.on_error)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state``: the next pass yields the rest of its epoch, the passes
         after it the following epochs, exactly as the run that saved it would have. The
         seed recorded in the state wins."""
-        seed, epoch, position, delivered = read_state(state, self.pipe, len(self._plan.tail))
+        seed, epoch, position, delivered = read_state(
+            state, self.pipe, len(self._plan.tail), self.on_error
+        )
         self.seed, self._epoch = seed, epoch
         self._resume_at, self._resume_delivered = position, delivered
+        self._resume_state_epoch = epoch
 
     def _length(self) -> int | None:
         if self.on_error == "skip":
@@ -423,9 +429,7 @@ def with_shard(pipe: Pipe[Any], rank: int | None, world_size: int | None) -> Pip
     """``pipe`` with ``shard_by_rank(even="drop")`` right after its last index stage (the
     last stage that reorders or selects elements without reading them)."""
     shard = shard_by_rank(rank=rank, world_size=world_size, even="drop").stages[0]
-    the_plan = plan(pipe)
-    last = max((pipe.stages.index(stage) for _, stage in the_plan.index_ops
-                if not isinstance(stage, Enumerate)), default=0)
+    last = plan(pipe).last_index_stage
     return Pipe(*pipe.stages[: last + 1], shard, *pipe.stages[last + 1 :])
 
 

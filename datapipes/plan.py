@@ -80,6 +80,9 @@ class Plan:
     pool: tuple[str, int] | None = None
     #: how far a ``prefetch`` in the head or segment asks it to run ahead
     ahead: int | None = None
+    #: where the last stage of the head (reordering, selecting or numbering by index)
+    #: stands in ``pipe.stages`` (0: the source)
+    last_index_stage: int = 0
     #: the maps of a random-access plan fused into one C-level loop, when they are all
     #: plain maps (the common, fast case); else None
     _fused: tuple[tuple[Stage, Any], ...] | None = attrs.field(init=False)
@@ -113,7 +116,9 @@ class Plan:
             if isinstance(sel, slice) and isinstance(rows, range):
                 rows = rows[sel]
             else:
-                rows = np.asarray(rows)[sel]
+                if isinstance(rows, range):
+                    rows = np.arange(rows.start, rows.stop, rows.step)
+                rows = rows[sel]
             columns = [c[sel] for c in columns]
         return IndexTable(rows, tuple(columns))
 
@@ -131,41 +136,51 @@ class Plan:
     # -- segment ---------------------------------------------------------------
     def run_units(self, units: Sequence[Any] | Iterator[Any], ctx: EpochContext) -> Iterator[Item]:
         """Turn head units into ``(key, element)`` items, lazily: the segment's element part."""
+        return ((key, x) for _, key, x in self.numbered_outputs(units, ctx))
+
+    def numbered_outputs(
+        self, units: Sequence[Any] | Iterator[Any], ctx: EpochContext
+    ) -> Iterator[tuple[int, Any, Any]]:
+        """``(u, key, element)`` for each output, ``u`` the index of its unit in ``units``."""
         ops = self.element_ops
         if not self.random_access:
-            for key, x, pos in units:
-                yield from apply_ops(ops, 0, key, x, pos, ctx)
+            for u, (key, x, pos) in enumerate(units):
+                for key_out, y in apply_ops(ops, 0, key, x, pos, ctx):
+                    yield u, key_out, y
             return
         if self._fused is not None:
             rest = list(units)
+            base = 0  # index in units of rest[0]
             while rest:
                 done = 0
                 try:
                     for x in self._chain(rest):
-                        yield rest[done], x
+                        yield base + done, rest[done], x
                         done += 1
                     return
                 except Exception as exc:
                     ctx.failed(exc, _raising_stage(exc, self.source, self._fused), rest[done])
                     rest = rest[done + 1 :]  # skipped: go on after it
+                    base += done + 1
             return
         fetch = self.source.fetcher()
         maps = plain_maps(ops) if not self.has_positions else None
-        for unit in units:
-            i, pos = (unit[0], unit[1:]) if self.has_positions else (unit, ())
+        for u, unit in enumerate(units):
+            index, pos = (unit[0], unit[1:]) if self.has_positions else (unit, ())
             stage: Stage = self.source
             try:
-                x = fetch(i)
+                x = fetch(index)
                 if maps is not None:
                     for stage, fn in maps:  # noqa: B007 (the stage names the error)
                         x = fn(x)
             except Exception as exc:
-                ctx.failed(exc, stage, i)
+                ctx.failed(exc, stage, index)
                 continue
             if maps is not None:
-                yield i, x
+                yield u, index, x
             else:
-                yield from apply_ops(ops, 0, i, x, pos, ctx)
+                for key_out, y in apply_ops(ops, 0, index, x, pos, ctx):
+                    yield u, key_out, y
 
     def _chain(self, units: list[Any]) -> Iterator[Any]:
         assert self._fused is not None
@@ -282,10 +297,13 @@ class Plan:
                 if error is not None:
                     return per_unit, error
             else:
-                for unit in payload:
-                    per_unit.append(list(self.run_units([unit], ctx)))
+                for u, key, x in self.numbered_outputs(payload, ctx):
+                    while len(per_unit) <= u:
+                        per_unit.append([])
+                    per_unit[u].append((key, x))
         except Exception as exc:
             return per_unit, exc
+        per_unit.extend([] for _ in range(len(payload) - len(per_unit)))
         return per_unit, None
 
     def segment_stream(
@@ -301,11 +319,11 @@ class Plan:
                 continue
             if kind == TASK_BATCH:
                 b, units = payload
-                per_unit: Iterator[list[Item]] = iter([list(self.run_batch(b, units, ctx))])
-            else:
-                per_unit = (list(self.run_units([unit], ctx)) for unit in payload)
-            for i, outputs in enumerate(per_unit):
-                yield from with_positions(first + i, outputs, j0 if first + i == p0 else 0)
+                outputs = list(self.run_batch(b, units, ctx))
+                yield from with_positions(first, outputs, j0 if first == p0 else 0)
+                continue
+            numbered = ((first + u, key, x) for u, key, x in self.numbered_outputs(payload, ctx))
+            yield from _positioned(numbered, p0, j0)
 
     def run_tail(self, items: Iterator[Item], ctx: EpochContext) -> Iterator[Item]:
         for stage_key, stage in self.tail:
@@ -340,6 +358,35 @@ def with_positions(
     for j in range(skip, len(outputs)):
         key, x = outputs[j]
         yield key, x, ((p, j + 1) if j < last else (p + 1, 0))
+
+
+def _positioned(
+    numbered: Iterator[tuple[int, Any, Any]], p0: int, j0: int
+) -> Iterator[tuple[Any, Any, tuple[int, int]]]:
+    """``(key, element, position after it)`` from ``(unit, key, element)`` in order, dropping
+    the first ``j0`` outputs of unit ``p0``. An output is held until the next one shows
+    whether it was its unit's last."""
+    held: tuple[int, int, Any, Any] | None = None  # (unit, j, key, element)
+    last, j = -1, 0
+    try:
+        for p, key, x in numbered:
+            j = j + 1 if p == last else 0
+            last = p
+            if held is not None:
+                hp, hj, hk, hx = held
+                yield hk, hx, ((hp, hj + 1) if hp == p else (hp + 1, 0))
+                held = None
+            if p == p0 and j < j0:
+                continue
+            held = (p, j, key, x)
+    except Exception:
+        if held is not None:  # what came before an error comes out first
+            hp, hj, hk, hx = held
+            yield hk, hx, (hp, hj + 1)
+        raise
+    if held is not None:
+        hp, hj, hk, hx = held
+        yield hk, hx, (hp + 1, 0)
 
 
 def _raising_stage(exc: BaseException, source: Any, maps: Sequence[tuple[Stage, Any]]) -> Any:
@@ -415,6 +462,7 @@ def plan(pipe: Pipe[Any], *, skipping: bool = False) -> Plan:
     one_to_one = True
     pool: tuple[str, int] | None = None
     ahead: int | None = None
+    last_index_stage = 0
     while pos < len(rest):
         stage_key, stage = rest[pos]
         if isinstance(stage, Prefetch):
@@ -425,6 +473,7 @@ def plan(pipe: Pipe[Any], *, skipping: bool = False) -> Plan:
                 column = sum(isinstance(s, Enumerate) for _, s in index_ops)
                 element_ops.append((POSITION, column, stage, stage_key))
             index_ops.append((stage_key, stage))
+            last_index_stage = pos + 1  # its place in pipe.stages
             placements.append(
                 Placement(stage, HEAD, "index arithmetic, no element is read")
                 if source.keeps_random_access
@@ -458,7 +507,7 @@ def plan(pipe: Pipe[Any], *, skipping: bool = False) -> Plan:
         for _, stage in tail[1:]:
             placements.append(Placement(stage, TAIL, f"after {first!r}"))
     return Plan(pipe, source, tuple(index_ops), tuple(element_ops), batch, tuple(batch_ops),
-                tail, tuple(placements), pool, ahead)
+                tail, tuple(placements), pool, ahead, last_index_stage)
 
 
 def _tail_reason(stage: Stage, one_to_one: bool) -> str:

@@ -85,6 +85,11 @@ STAGES = {
     "skip": [lambda: dp.skip(3), lambda: dp.skip(0)],
     "enumerate": [lambda: dp.enumerate()],
     "prefetch": [lambda: dp.prefetch(2), lambda: dp.prefetch(3)],
+    "shard_by_rank": [
+        lambda: dp.shard_by_rank(rank=0, world_size=2),
+        lambda: dp.shard_by_rank(rank=1, world_size=2, even="pad"),
+        lambda: dp.shard_by_rank(),
+    ],
 }
 
 VARIANTS = [
@@ -257,6 +262,9 @@ def test_repr_evaluates_to_an_equal_pipe(name, i):
         (lambda: dp.skip(0), "skip(0)"),
         (lambda: dp.enumerate(), "enumerate()"),
         (lambda: dp.prefetch(2), "prefetch(2)"),
+        (lambda: dp.shard_by_rank(), "shard_by_rank()"),
+        (lambda: dp.shard_by_rank(rank=1, world_size=4, even=None),
+         "shard_by_rank(rank=1, world_size=4, even=None)"),
         (lambda: dp.parallel_map(double, workers=2), "parallel_map(double, workers=2)"),
         (
             lambda: dp.parallel_map(double, workers=2, backend="thread"),
@@ -323,6 +331,10 @@ BAD_ARGUMENTS = [
     ("parallel_map: rng", TypeError, lambda: dp.parallel_map(f, workers=2, rng="yes")),
     ("parallel_map: name", (TypeError, ValueError), lambda: dp.parallel_map(f, workers=2, name="")),
     ("prefetch: n", ValueError, lambda: dp.prefetch(0)),
+    ("shard_by_rank: rank", ValueError, lambda: dp.shard_by_rank(rank=2, world_size=2)),
+    ("shard_by_rank: world_size", ValueError, lambda: dp.shard_by_rank(world_size=0)),
+    ("shard_by_rank: even", ValueError, lambda: dp.shard_by_rank(even="some")),
+    ("shard_by_rank: rank", TypeError, lambda: dp.shard_by_rank(rank=True)),
     ("prefetch: n", TypeError, lambda: dp.prefetch(None)),
     ("filter: pred", TypeError, lambda: dp.filter(None)),
     ("flat_map: fn", TypeError, lambda: dp.flat_map("abc")),

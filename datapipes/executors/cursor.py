@@ -181,9 +181,13 @@ STATE_FORMAT = 1
 
 def fingerprint(pipe: Any) -> str:
     """A digest of a pipe's stages and parameters (and its source's length)."""
+    from ..stages.shard import ShardByRank, current_rank
+
     source = pipe.stages[0]
     size = source.length(0)
-    text = f"{pipe!r}|{type(source).__qualname__}|{size}"
+    # a shard that reads its rank at run time: the rank it has here is part of the state
+    ranks = [current_rank(s.rank, s.world_size) for s in pipe.stages if isinstance(s, ShardByRank)]
+    text = f"{pipe!r}|{type(source).__qualname__}|{size}|{ranks}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -191,12 +195,15 @@ def _checksum(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def make_state(pipe: Any, seed: int, epoch: int, position: Any, delivered: int) -> dict[str, Any]:
+def make_state(
+    pipe: Any, seed: int, epoch: int, position: Any, delivered: int, on_error: str = "raise"
+) -> dict[str, Any]:
     """A checkpoint as plain data (ints, strings, lists), with a checksum over it."""
     body = {
         "format": STATE_FORMAT,
         "pipe": repr(pipe),
         "fingerprint": fingerprint(pipe),
+        "on_error": on_error,
         "seed": seed,
         "epoch": epoch,
         "position": _plain(position),
@@ -211,7 +218,9 @@ def _plain(token: Any) -> Any:
     return token
 
 
-def read_state(state: Any, pipe: Any, tail_length: int) -> tuple[int, int, Any, int]:
+def read_state(
+    state: Any, pipe: Any, tail_length: int, on_error: str = "raise"
+) -> tuple[int, int, Any, int]:
     """Check a checkpoint against ``pipe``: ``(seed, epoch, position, delivered)``.
 
     Raises ``ValueError`` saying what does not match, for a state of another pipe, or a
@@ -220,11 +229,13 @@ def read_state(state: Any, pipe: Any, tail_length: int) -> tuple[int, int, Any, 
     if not isinstance(state, dict):
         raise ValueError(f"load_state_dict: expected the dict from state_dict(), got "
                          f"{type(state).__name__}")
-    keys = {"format", "pipe", "fingerprint", "seed", "epoch", "position", "delivered",
-            "checksum"}
+    keys = {"format", "pipe", "fingerprint", "on_error", "seed", "epoch", "position",
+            "delivered", "checksum"}
     if set(state) != keys:
-        raise ValueError(f"load_state_dict: not a datapipes state: keys {sorted(state)} "
-                         f"instead of {sorted(keys)}")
+        raise ValueError(
+            f"load_state_dict: not a datapipes state: missing {sorted(keys - set(state))}, "
+            f"unexpected {sorted(map(str, set(state) - keys))}"
+        )
     body = {k: v for k, v in state.items() if k != "checksum"}
     try:
         checksum = _checksum(body)
@@ -240,6 +251,11 @@ def read_state(state: Any, pipe: Any, tail_length: int) -> tuple[int, int, Any, 
         raise ValueError(
             "load_state_dict: the state was taken from a different pipe:\n"
             f"  state: {state['pipe']}\n  this:  {pipe!r}"
+        )
+    if state["on_error"] != on_error:
+        raise ValueError(
+            f"load_state_dict: the state was taken with on_error={state['on_error']!r}, which "
+            f"plans the pipe differently; resume it with compile(on_error={state['on_error']!r})"
         )
     seed, epoch, delivered = state["seed"], state["epoch"], state["delivered"]
     for name, value in (("seed", seed), ("epoch", epoch), ("delivered", delivered)):

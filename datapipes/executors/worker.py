@@ -104,11 +104,11 @@ def locate(frame: FrameType | None, the_plan: Plan) -> tuple[str, Any]:
             units, out = local.get("units"), local.get("out")
             key = units[len(out)] if units is not None and out is not None else None
             return the_plan.stage_running(inner), key
-        if code is Plan.run_units.__code__:
+        if code is Plan.numbered_outputs.__code__:
             if "rest" in local and "done" in local:
                 return the_plan.stage_running(inner), local["rest"][local["done"]]
-            if "stage" in local and "i" in local:
-                return repr(local["stage"]), local["i"]
+            if "stage" in local and "index" in local:
+                return repr(local["stage"]), local["index"]
     return "unknown", None
 
 

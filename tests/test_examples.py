@@ -1,0 +1,85 @@
+"""The examples run end to end: each script as a subprocess, checked by its exit status and a
+line of its output, and examples/test_my_pipeline.py under pytest.
+
+examples/ddp.py needs torchrun and is run by tests/test_distributed.py.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+RUN_TIMEOUT = 180
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python *args`` from the repository root; fail the test, showing its output, if it
+    does not exit with 0 within RUN_TIMEOUT seconds."""
+    cmd = [sys.executable, *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    # A session of its own, so that a timeout stops the script's worker processes too.
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{' '.join(args)} did not finish in {RUN_TIMEOUT} s\n--- stdout:\n{stdout}"
+                    f"\n--- stderr:\n{stderr}", pytrace=False)
+    finally:
+        if proc.poll() is None:  # interrupted while waiting: stop it all
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited with {proc.returncode}\n--- stdout:\n{stdout}"
+                    f"\n--- stderr:\n{stderr}", pytrace=False)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 30)
+def test_quickstart() -> None:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        pytest.fail("examples/quickstart.py needs scikit-learn: install the dev extra "
+                    "(pip install -e '.[dev]')", pytrace=False)
+    out = run("examples/quickstart.py").stdout
+    assert "len(pipe) = 29 batches" in out, out
+    assert "same (seed, epoch) gives identical batches: True" in out, out
+    assert "compile(workers=2) equals the reference: True" in out, out
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 30)
+def test_streaming_io() -> None:
+    out = run("examples/streaming_io.py").stdout
+    assert "in-process epoch 0: 13 batches, 200 images" in out, out
+    assert "parallel_map(load, workers=4)" in out, out  # explain() was printed
+    assert "compile(workers=2) equals the in-process epochs: True" in out, out
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 30)
+def test_checkpoint() -> None:
+    out = run("examples/checkpoint.py").stdout
+    assert "resumed run, 3 workers:" in out, out
+    assert "resumed run saw exactly the uninterrupted batches: True" in out, out
+    assert "final weights equal: True" in out, out
+    assert "on_error='skip': 26 of 30 elements" in out, out
+    assert "message='corrupt record 3'" in out, out
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 30)
+def test_my_pipeline_example_passes_under_pytest() -> None:
+    out = run("-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/test_my_pipeline.py").stdout
+    assert " passed" in out and "failed" not in out, out
+
+
+def test_every_example_is_run() -> None:
+    run_here = {"quickstart.py", "streaming_io.py", "checkpoint.py", "test_my_pipeline.py"}
+    elsewhere = {"ddp.py"}  # tests/test_distributed.py
+    assert {p.name for p in EXAMPLES.glob("*.py")} == run_here | elsewhere
