@@ -183,6 +183,8 @@ class Loader:
         """The plan: each stage, where it runs and why; then how the loader runs it."""
         how = (
             "in this process"
+            + (f", the segment on {self._pool_size} {self._pool_backend} workers (parallel_map)"
+               if self._pool_size else "")
             if self.workers == 0
             else f"{self.workers} {self.backend} workers, {self.prefetch} tasks each in flight"
             f" (at most {self.workers * self.prefetch}), "
@@ -194,6 +196,13 @@ class Loader:
             )
         )
         sharing = f"\nsource: {self._sharing}" if self._sharing else ""
+        keeper = next((s for _, s in self._plan.tail if not resumable(s)), None)
+        if keeper is not None:
+            sharing += (f"\ncheckpoints: resuming replays the epoch up to the position "
+                        f"({keeper!r} keeps elements between outputs)")
+        elif not self._plan.random_access:
+            sharing += ("\ncheckpoints: resuming reads the stream again up to the position, "
+                        "without running the workers' stages")
         return f"{self._plan.explain()}\nrun: {how}{sharing}"
 
     @property

@@ -187,8 +187,26 @@ def fingerprint(pipe: Any) -> str:
     size = source.length(0)
     # a shard that reads its rank at run time: the rank it has here is part of the state
     ranks = [current_rank(s.rank, s.world_size) for s in pipe.stages if isinstance(s, ShardByRank)]
-    text = f"{pipe!r}|{type(source).__qualname__}|{size}|{ranks}"
+    text = f"{pipe!r}|{type(source).__qualname__}|{size}|{ranks}|{_sample(source)}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _sample(source: Any) -> str:
+    """A few of a source's elements, when reading them is free (in-memory data): so that a
+    state does not fit another list of the same length."""
+    from ..stages.sources import FromArrays, FromSequence
+
+    if isinstance(source, FromSequence) and isinstance(source.seq, (list, tuple, range)):
+        data = source.seq
+    elif isinstance(source, FromArrays):
+        data = [name for name, _ in source.columns]
+        data += [repr(column[i]) for _, column in source.columns
+                 for i in {0, len(column) // 2, len(column) - 1} if len(column)]
+    else:
+        return ""
+    n = len(data)
+    picks = sorted({0, n // 2, n - 1}) if n else []
+    return "|".join(repr(data[i])[:200] for i in picks)
 
 
 def _checksum(body: dict[str, Any]) -> str:
