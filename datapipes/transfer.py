@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-_DONE = object()
+from .stages.prefetch import background
 
 
 def _map_tensors(value: Any, fn: Any) -> Any:
@@ -63,43 +61,20 @@ class Transfer:
 
     def run(self, items: Iterator[tuple[Any, Any, Any]], depth: int) -> Iterator[Any]:
         """Yield ``(key, value, position)`` items with each value pinned (and on the device),
-        prepared ``depth`` ahead."""
-        out: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        stop = threading.Event()
+        prepared ``depth`` ahead on a side thread."""
         stream = torch.cuda.Stream(self.device) if self.device is not None else None
 
-        def feed() -> None:
+        def moved() -> Iterator[tuple[Any, Any]]:
             try:
                 for key, value, position in items:
-                    moved, event = self._move(value, stream)
-                    item = ((key, moved, position), event)
-                    while not stop.is_set():
-                        try:
-                            out.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-                out.put((_DONE, None))
-            except BaseException as exc:  # handed to the consumer
-                out.put((_DONE, exc))
+                    value, event = self._move(value, stream)
+                    yield (key, value, position), event
+            finally:
+                close = getattr(items, "close", None)
+                if close is not None:
+                    close()
 
-        thread = threading.Thread(target=feed, daemon=True, name="datapipes-transfer")
-        thread.start()
-        try:
-            while True:
-                value, event = out.get()
-                if value is _DONE:
-                    if event is not None:
-                        raise event
-                    return
-                if event is not None:
-                    torch.cuda.current_stream(self.device).wait_event(event)
-                yield value
-        finally:
-            stop.set()
-            thread.join(5.0)
-            close = getattr(items, "close", None)
-            if close is not None and not thread.is_alive():
-                close()
+        for item, event in background(moved(), depth, name="datapipes-transfer"):
+            if event is not None:  # the copy ran on the side stream: wait for it, not more
+                torch.cuda.current_stream(self.device).wait_event(event)
+            yield item

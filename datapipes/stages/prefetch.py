@@ -14,7 +14,7 @@ from .._graph import EpochContext, Item, Pipe, Stage, check_int, positional
 _END = object()
 
 
-def background(items: Iterator[Any], n: int) -> Iterator[Any]:
+def background(items: Iterator[Any], n: int, *, name: str = "datapipes-prefetch") -> Iterator[Any]:
     """Yield ``items``, computed on a thread up to ``n`` ahead. Errors arrive in order; closing
     the generator stops the thread.
 
@@ -46,7 +46,7 @@ def background(items: Iterator[Any], n: int) -> Iterator[Any]:
             if close is not None:
                 close()
 
-    thread = threading.Thread(target=feed, daemon=True, name="datapipes-prefetch")
+    thread = threading.Thread(target=feed, daemon=True, name=name)
     thread.start()
     try:
         while True:
