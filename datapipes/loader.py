@@ -416,7 +416,7 @@ class Loader:
                             raise _rebuild(error)
                 payload = None
         except WorkerError:
-            self._shutdown_pool()  # a broken pool is never reused
+            self._shutdown_pool(broken=True)  # a broken pool is never reused
             raise
         finally:
             if not finished:
@@ -424,10 +424,10 @@ class Loader:
                 if self._pool is not None:
                     self._pool.cancel(eid)
 
-    def _shutdown_pool(self) -> None:
+    def _shutdown_pool(self, *, broken: bool = False) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.close()
+            pool.close(broken=broken)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

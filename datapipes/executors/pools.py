@@ -194,14 +194,16 @@ class ProcessPool:
             "cannot be completed"
         )
 
-    def close(self) -> None:
+    def close(self, *, broken: bool = False) -> None:
+        """Stop the workers: asked to, with up to 5 s to finish their task, or at once when
+        the pool is ``broken`` (a worker died or hung: the rest of its work is lost anyway)."""
         if self._closed:
             return
         self._closed = True
         for w in range(len(self.tasks)):
             with contextlib.suppress(OSError):
                 self._send(w, ("stop",))
-        deadline = time.monotonic() + _JOIN_SECONDS
+        deadline = time.monotonic() + (0.0 if broken else _JOIN_SECONDS)
         for proc in self.procs:
             proc.join(max(0.0, deadline - time.monotonic()))
         for proc in self.procs:
@@ -291,7 +293,7 @@ class ThreadPool:
                 self.hung.add(w)
                 raise _timeout_error(w, f"thread {thread.name}", (stage, key, self.timeout))
 
-    def close(self) -> None:
+    def close(self, *, broken: bool = False) -> None:
         for inbox in self.inboxes:
             inbox.put(None)
         deadline = time.monotonic() + _JOIN_SECONDS

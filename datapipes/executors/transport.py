@@ -46,20 +46,17 @@ class SharedMemoryError(OSError):
 
 
 def _memfd(size: int) -> int:
+    fd = -1
     try:
         fd = os.memfd_create("datapipes", os.MFD_CLOEXEC)
-    except OSError as exc:
-        raise SharedMemoryError(
-            exc.errno, f"cannot create shared memory of {size} bytes: {exc}"
-        ) from exc
-    try:
         os.ftruncate(fd, size)
     except OSError as exc:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         raise SharedMemoryError(
             exc.errno,
             f"cannot allocate {size} bytes of shared memory (shmem, the memory behind /dev/shm):"
-            f" {os.strerror(exc.errno or errno.ENOSPC)}",
+            f" {os.strerror(exc.errno or errno.ENOSPC)}; free memory or make batches smaller",
         ) from exc
     return fd
 

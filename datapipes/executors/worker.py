@@ -100,7 +100,7 @@ def locate(frame: FrameType | None, the_plan: Plan) -> tuple[str, Any]:
         inner = frames[depth - 1].f_code if depth else None
         if code is apply_ops.__code__:
             return repr(local.get("stage")), local.get("key")
-        if code is Plan.fused_values.__code__:
+        if code is Plan._fused_partial.__code__:
             units, out = local.get("units"), local.get("out")
             key = units[len(out)] if units is not None and out is not None else None
             return the_plan.stage_running(inner), key
