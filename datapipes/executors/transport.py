@@ -20,6 +20,7 @@ import math
 import mmap
 import os
 import pickle
+import signal
 import socket
 import struct
 import threading
@@ -53,6 +54,12 @@ def _memfd(size: int) -> int:
     except OSError as exc:
         if fd >= 0:
             os.close(fd)
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise SharedMemoryError(
+                exc.errno,
+                f"cannot create shared memory of {size} bytes: too many open files; each batch "
+                "the program still holds keeps one, so hold fewer or raise `ulimit -n`",
+            ) from exc
         raise SharedMemoryError(
             exc.errno,
             f"cannot allocate {size} bytes of shared memory (shmem, the memory behind /dev/shm):"
@@ -302,12 +309,21 @@ class Channel:
         return self.sock.fileno()
 
     def send(self, data: bytes, fds: list[int] = ()) -> None:  # type: ignore[assignment]
+        """Send one message whole: in the main thread, Ctrl-C waits until it is out, so that
+        an interrupted send never leaves half a message for the other side to misread."""
         header = _HEADER.pack(len(data), len(fds))
-        if fds:
-            socket.send_fds(self.sock, [header], list(fds))
-        else:
-            self.sock.sendall(header)
-        self.sock.sendall(data)
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            if fds:
+                socket.send_fds(self.sock, [header], list(fds))
+            else:
+                self.sock.sendall(header)
+            self.sock.sendall(data)
+        finally:
+            if main:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def recv(self) -> tuple[bytes, list[int]]:
         """The next message; raises EOFError when the other side is gone."""

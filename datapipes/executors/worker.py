@@ -194,7 +194,7 @@ def process_main(
                     break
                 else:
                     inbox.put(message)
-        except (EOFError, OSError):
+        except Exception:  # EOF, a closed socket, or a message that does not read
             if os.getppid() != parent:
                 os._exit(0)  # the main process is gone and cannot take results any more
         inbox.put(None)
