@@ -45,6 +45,24 @@ WORKERS = 2
 
 
 # -- the systems: build, (load a state), next batch --------------------------------------------
+def record_states(
+    batches: Any, positions: list[int], get_state: Callable[[], Any]
+) -> tuple[list[Any], list[Any], Any]:
+    """One uninterrupted run: the state just before each position, the batch at each
+    position, and the first batch."""
+    states, nexts, first = [], [], None
+    for b, batch in enumerate(batches):
+        if b == 0:
+            first = batch
+        if b in positions:
+            nexts.append(batch)
+        if b + 1 in positions:
+            states.append(get_state())
+        if b >= max(positions):
+            break
+    return states, nexts, first
+
+
 class DatapipesSystem:
     def __init__(self, n: int, fn: Callable[[int], int], workers: int) -> None:
         self.pipe = dp.from_sequence(range(n)) | dp.shuffle() | dp.map(fn) | dp.batch(BATCH)
@@ -58,19 +76,8 @@ class DatapipesSystem:
     def states(self, positions: list[int]) -> tuple[list[Any], list[Any], Any]:
         """One uninterrupted run: the state after each position, the batch after it, and
         the first batch."""
-        states, nexts, first = [], [], None
-        wanted = set(positions)
         with self._compile() as loader:
-            for b, batch in enumerate(loader):
-                if b == 0:
-                    first = batch
-                if b in wanted:  # the batch that follows the state taken after batch b - 1
-                    nexts.append(batch)
-                if b + 1 in wanted:
-                    states.append(loader.state_dict())
-                if b >= max(positions):
-                    break
-        return states, nexts, first
+            return record_states(loader, positions, loader.state_dict)
 
     def next_batch(self, state: Any) -> tuple[float, Any]:
         start = time.perf_counter()
@@ -97,18 +104,8 @@ class NodesSystem:
         return tn.Loader(tn.Batcher(node, batch_size=BATCH, drop_last=False))
 
     def states(self, positions: list[int]) -> tuple[list[Any], list[Any], Any]:
-        states, nexts, first = [], [], None
         loader = self._loader()
-        for b, batch in enumerate(loader):
-            if b == 0:
-                first = batch
-            if b in positions:
-                nexts.append(batch)
-            if b + 1 in positions:
-                states.append(loader.state_dict())
-            if b >= max(positions):
-                break
-        return states, nexts, first
+        return record_states(loader, positions, loader.state_dict)
 
     def next_batch(self, state: Any) -> tuple[float, Any]:
         start = time.perf_counter()
@@ -130,18 +127,8 @@ class GrainSystem:
         return iter(ds.to_iter_dataset(options))
 
     def states(self, positions: list[int]) -> tuple[list[Any], list[Any], Any]:
-        states, nexts, first = [], [], None
         it = self._iterator()
-        for b, batch in enumerate(it):
-            if b == 0:
-                first = batch
-            if b in positions:
-                nexts.append(batch)
-            if b + 1 in positions:
-                states.append(it.get_state())
-            if b >= max(positions):
-                break
-        return states, nexts, first
+        return record_states(it, positions, it.get_state)
 
     def next_batch(self, state: Any) -> tuple[float, Any]:
         start = time.perf_counter()
