@@ -71,6 +71,10 @@ class ProcessPool:
     ) -> None:
         ctx: Any = mp.get_context(start_method)
         self.start_method = ctx.get_start_method()
+        if self.start_method == "forkserver":
+            # The fork server imports datapipes (and torch) once; each worker forked from it
+            # then starts without importing anything (no effect once the server runs).
+            ctx.set_forkserver_preload(["datapipes"])
         self.timeout = timeout
         payload: Any = the_plan if self.start_method == "fork" else cloudpickle.dumps(the_plan)
         self.procs: list[Any] = []
