@@ -222,31 +222,6 @@ class Plan:
         """One whole batch in the segment: its elements, then the ops on the batch."""
         return apply_ops(self.batch_ops, 0, b, self.values(list(units), ctx), (), ctx)
 
-    def batch_units(self, ctx: EpochContext) -> Iterator[tuple[int, Sequence[Any]]]:
-        """``(batch key, units)`` for each batch the segment builds."""
-        assert self.batch is not None
-        size, drop_last = self.batch.size, self.batch.drop_last
-        if self.random_access:
-            table = self.index_table(ctx)
-            n = len(table)
-            stop = n - n % size if drop_last else n
-            for b, start in enumerate(range(0, stop, size)):
-                yield b, table.units(start, min(start + size, stop))
-        else:
-            yield from enumerate(batch_iter(self.stream_units(ctx), size, drop_last=drop_last))
-
-    def segment_items(self, ctx: EpochContext) -> Iterator[Item]:
-        """Head then segment, in this process."""
-        if self.batch is not None:
-            for b, units in self.batch_units(ctx):
-                yield from self.run_batch(b, units, ctx)
-        elif self.random_access:
-            table = self.index_table(ctx)
-            for start in range(0, len(table), _CHUNK):
-                yield from self.run_units(table.units(start, start + _CHUNK), ctx)
-        else:
-            yield from self.run_units(self.stream_units(ctx), ctx)
-
     # -- positions: what a checkpoint records ------------------------------------------
     # A *unit* is what the head hands the segment: an element (by index, or from the
     # stream) or, when the segment batches, a whole batch. Units are numbered in epoch

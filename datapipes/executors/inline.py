@@ -11,7 +11,7 @@ from ..plan import Plan
 
 def run_inline(plan: Plan, ctx: EpochContext) -> Iterator[Any]:
     """Iterate one epoch of ``plan`` in this process."""
-    items = plan.run_tail(plan.segment_items(ctx), ctx)
+    items = plan.run_tail(((k, x) for k, x, _ in plan.segment_stream(ctx)), ctx)
     return (x for _, x in items)
 
 
