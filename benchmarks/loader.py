@@ -866,7 +866,7 @@ def main(argv: list[str] | None = None) -> None:
     rounds = 2 if args.quick and "--rounds" not in " ".join(argv or sys.argv) else args.rounds
     quick = args.quick
     cpu_n, arr_n, mem_n = (100, 256, 100_000) if quick else (400, 1024, 1_000_000)
-    spawn_rounds = 1 if quick else min(rounds, 5)
+    spawn_rounds = 1 if quick else rounds
 
     found = peers()
     quiet_nodes_shutdown()
