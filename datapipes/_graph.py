@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import attrs
@@ -338,9 +338,3 @@ def _check_composition(stages: tuple[Stage, ...]) -> None:
             )
         random_access = random_access and stage.keeps_random_access
 
-
-def stage_pipe(stage: Stage) -> Pipe[Any]:
-    return Pipe(stage)
-
-
-FnT = Callable[..., Any]

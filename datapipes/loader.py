@@ -13,7 +13,6 @@ import math
 import multiprocessing as mp
 import pickle
 import sys
-import threading
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -150,9 +149,9 @@ class Loader:
         self._epoch_id = 0
         self._pool: ProcessPool | ThreadPool | None = None
         self._outstanding: list[int] = []
-        self._lock = threading.Lock()
         self._closed = False
-        self._finalizer = weakref.finalize(self, _close_pool, [None])
+        # closes the pool when the loader is garbage-collected or the program ends
+        self._finalizer: weakref.finalize | None = None
 
     # -- the public surface --------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -214,7 +213,6 @@ class Loader:
         """Stop every worker and free every shared-memory buffer not held by the user."""
         self._closed = True
         self._shutdown_pool()
-        self._finalizer.detach()
 
     def __enter__(self) -> Loader:
         return self
@@ -319,8 +317,7 @@ class Loader:
                     self.prefetch,
                 )
             self._outstanding = [0] * self._pool_size
-            self._finalizer.detach()
-            self._finalizer = weakref.finalize(self, _close_pool, [self._pool])
+            self._finalizer = weakref.finalize(self, self._pool.close)
         return self._pool
 
     def _inline_segment(
@@ -381,9 +378,11 @@ class Loader:
                     pool.send(w, (None, eid, sent, ctx.seed, ctx.epoch, ctx.skip, kind, payload))
                     outstanding[w] += 1
                     sent += 1
-                if delivered in pending:  # ordered: the next result in sequence is here
-                    per_unit, skipped, error = pending.pop(delivered)
-                    first = firsts.pop(delivered)
+                # the next result in sequence, or with ordered=False any that is here
+                ready = next(iter(pending), None) if self._unordered else delivered
+                if ready in pending:
+                    per_unit, skipped, error = pending.pop(ready)
+                    first = firsts.pop(ready)
                     delivered += 1
                     ctx.skipped.extend(skipped)
                     for i, outputs in enumerate(per_unit):
@@ -402,18 +401,7 @@ class Loader:
                         continue
                     if kind == "error":
                         raise _rebuild(payload)
-                    if not self._unordered:
-                        pending[seq] = payload
-                    else:
-                        delivered += 1
-                        per_unit, skipped, error = payload
-                        ctx.skipped.extend(skipped)
-                        first = firsts.pop(seq)
-                        for i, outputs in enumerate(per_unit):
-                            p = first + i
-                            yield from with_positions(p, outputs, start[1] if p == start[0] else 0)
-                        if error is not None:
-                            raise _rebuild(error)
+                    pending[seq] = payload
                 payload = None
         except WorkerError:
             self._shutdown_pool(broken=True)  # a broken pool is never reused
@@ -426,12 +414,11 @@ class Loader:
 
     def _shutdown_pool(self, *, broken: bool = False) -> None:
         pool, self._pool = self._pool, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
         if pool is not None:
             pool.close(broken=broken)
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self._shutdown_pool()
 
 
 def with_shard(pipe: Pipe[Any], rank: int | None, world_size: int | None) -> Pipe[Any]:
@@ -455,11 +442,6 @@ def _limit_skips(values: Iterator[Any], skipped: list[Skipped], limit: int) -> I
             f"{limit}; the last: key {last.key!r} in stage {last.stage} raised {last.error}: "
             f"{last.message}"
         ) from last.exception
-
-
-def _close_pool(holder: list[Any]) -> None:
-    if holder and holder[0] is not None:
-        holder[0].close()
 
 
 def _rebuild(payload: Any) -> BaseException:
