@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
@@ -36,6 +37,19 @@ _JOIN_SECONDS = 5.0
 #: how long past its timeout a process worker may stay silent before the main process
 #: gives up on it (its own watchdog normally reports first)
 _TIMEOUT_GRACE = 2.0
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold SIGINT back in this thread (the mask is inherited by a child started meanwhile)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _exit_reason(exitcode: int | None) -> str:
@@ -98,7 +112,8 @@ class ProcessPool:
                 )
                 self.tasks.append(task_main)
                 self.results.append(result_main)
-                proc.start()
+                with _sigint_held():  # the worker starts with Ctrl-C held until it ignores it
+                    proc.start()
                 task_worker.close()
                 result_worker.close()
                 self.procs.append(proc)

@@ -164,6 +164,7 @@ def process_main(
 ) -> None:
     """The body of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held since the fork
     keep_freed_memory()
     for fd in inherited:  # forked copies of other channels' main-side ends
         with contextlib.suppress(OSError):
