@@ -28,6 +28,7 @@ from ._graph import EpochContext, Item, Pipe, Stage, add_note
 from .stages._kernel import POSITION, ElementOp, apply_ops, plain_maps
 from .stages._kinds import ElementStage, IndexStage
 from .stages.batch import Batch, batch_iter
+from .stages.collate import Collate
 from .stages.map import ParallelMap
 from .stages.positions import Enumerate
 from .stages.prefetch import Prefetch
@@ -101,6 +102,16 @@ class Plan:
     @property
     def has_positions(self) -> bool:
         return any(isinstance(stage, Enumerate) for _, stage in self.index_ops)
+
+    @property
+    def collates_last(self) -> bool:
+        """Whether the segment ends with ``collate()`` to tensors: what it outputs is then
+        handed over as it is, never seen by a user's function in the same process."""
+        ops = self.batch_ops if self.batch is not None else self.element_ops
+        if not ops:
+            return False
+        stage = ops[-1][1]
+        return isinstance(stage, Collate) and stage.fn is None and stage.to == "torch"
 
     # -- head ------------------------------------------------------------------
     def index_table(self, ctx: EpochContext) -> IndexTable:

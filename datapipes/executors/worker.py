@@ -78,14 +78,16 @@ def _portable(record: Skipped) -> Skipped:
     return record
 
 
-def seed_globals(seed: int, epoch: int, worker: int) -> None:
-    """Seed ``random``, ``numpy.random`` and torch from ``(seed, epoch, worker)``, so code that
-    uses the global generators does not draw the same numbers in every worker (PyTorch
-    issue 5059). Reproducible draws come from ``map(fn, rng=True)``, not from these."""
+def seed_globals(seed: int, epoch: int, worker: int, *, only_torch: bool = False) -> None:
+    """Seed ``random``, ``numpy.random`` and torch (when imported) from ``(seed, epoch,
+    worker)``, so code that uses the global generators does not draw the same numbers in
+    every worker (PyTorch issue 5059). ``only_torch``: torch was imported since the others
+    were seeded. Reproducible draws come from ``map(fn, rng=True)``, not from these."""
     words = np.random.SeedSequence(seed, spawn_key=(epoch, worker, 2)).generate_state(2)
     value = int(words[0]) << 32 | int(words[1])
-    random.seed(value)
-    np.random.seed(int(words[0]))
+    if not only_torch:
+        random.seed(value)
+        np.random.seed(int(words[0]))
     if "torch" in sys.modules:
         sys.modules["torch"].manual_seed(value)
 
@@ -203,7 +205,7 @@ def process_main(
     chunks = transport.ChunkPool(keep=keep_chunks)
     threading.Thread(target=receive, daemon=True, name="datapipes-receive").start()
     watchdog = _Watchdog(timeout, send, the_plan) if timeout is not None else None
-    seeded: tuple[int, int] | None = None
+    seeded: tuple[int, int, bool] | None = None
     while True:
         try:
             message = inbox.get(timeout=1.0)
@@ -217,14 +219,17 @@ def process_main(
         if epoch_id <= cancelled[0]:
             send(("dropped", epoch_id, seq, None))
             continue
-        if seeded != (seed, epoch):
-            seed_globals(seed, epoch, worker)
-            seeded = (seed, epoch)
+        # torch may arrive with a user's function (a worker does not import it otherwise)
+        now = (seed, epoch, "torch" in sys.modules)
+        if seeded != now:
+            seed_globals(seed, epoch, worker, only_torch=seeded is not None and
+                         seeded[:2] == now[:2])
+            seeded = now
         arena = transport.Arena(chunks)
         if watchdog is not None:
             watchdog.current = (time.monotonic(), epoch_id, seq)
         try:
-            with transport.collating_into(arena):
+            with transport.collating_into(arena, tensors_as_arrays=the_plan.collates_last):
                 result = run_task(the_plan, EpochContext(seed, epoch, skip=skip), kind, payload)
             items, skipped, error = result
             described = None if error is None else describe_error(error)

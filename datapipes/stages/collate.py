@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextvars
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import attrs
 import numpy as np
-import torch
 
 from .._graph import Pipe, check_callable, fail, positional
 from ._kernel import MAP, ElementOp
@@ -19,6 +19,27 @@ from ._kinds import ElementStage
 #: built once, in place, and crosses to the main process without a copy.
 allocator: contextvars.ContextVar[Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray] | None]
 allocator = contextvars.ContextVar("datapipes_collate_allocator", default=None)
+
+
+def tensor_from_numpy(array: np.ndarray) -> Any:
+    """``torch.from_numpy``, importing torch on first use: a process whose batches hold no
+    tensors never pays for importing it."""
+    import torch
+
+    return torch.from_numpy(array)
+
+
+#: How ``collate(to="torch")`` turns a stacked array into a tensor. A worker process whose
+#: batches go straight to the main process sets it to a stand-in that the main process turns
+#: into the tensor (the same ``torch.from_numpy`` of the same array), so the worker itself
+#: need not import torch: that import is most of a spawned worker's start-up time.
+as_tensor: contextvars.ContextVar[Callable[[np.ndarray], Any]]
+as_tensor = contextvars.ContextVar("datapipes_collate_as_tensor", default=tensor_from_numpy)
+
+
+def _all_tensors(batch: Sequence[Any]) -> bool:
+    torch = sys.modules.get("torch")  # not imported yet: no value can be a tensor
+    return torch is not None and all(isinstance(x, torch.Tensor) for x in batch)
 
 _TARGETS = ("torch", "numpy")
 
@@ -65,23 +86,23 @@ def collate_value(batch: Sequence[Any], to: str = "torch", path: tuple[object, .
                    TypeError)
     if not batch:
         raise fail("collate", "cannot collate an empty batch")
-    first = batch[0]
+    first: Any = batch[0]
     kinds = {type(x) for x in batch}
-    if isinstance(first, torch.Tensor) and all(isinstance(x, torch.Tensor) for x in batch):
+    if _all_tensors(batch):
         if any(x.shape != first.shape for x in batch):
             raise _mismatch(path, "shape", [str(tuple(x.shape)) for x in batch])
         if to == "numpy":
             return _stack([x.numpy(force=True) for x in batch], path)
         if allocator.get() is not None and first.device.type == "cpu" and _numpy_dtype(first):
-            return torch.from_numpy(_stack([x.numpy() for x in batch], path))
-        return torch.stack(list(batch))
+            return tensor_from_numpy(_stack([x.numpy() for x in batch], path))
+        return sys.modules["torch"].stack(list(batch))
     if isinstance(first, (np.ndarray, np.generic)) and all(
         isinstance(x, (np.ndarray, np.generic)) for x in batch
     ):
         if first.dtype.kind in "OUS" and first.dtype.kind != "b":
             return list(batch)
         stacked = _stack([np.asarray(x) for x in batch], path)
-        return torch.from_numpy(stacked) if to == "torch" else stacked
+        return as_tensor.get()(stacked) if to == "torch" else stacked
     if isinstance(first, Mapping):
         keys = list(first)
         for x in batch:
@@ -97,7 +118,7 @@ def collate_value(batch: Sequence[Any], to: str = "torch", path: tuple[object, .
         if not all(isinstance(x, (bool, int, float, complex)) for x in batch):
             raise _mismatch(path, "type", [type(x).__name__ for x in batch])
         stacked = np.asarray(batch)
-        return torch.from_numpy(stacked) if to == "torch" else stacked
+        return as_tensor.get()(stacked) if to == "torch" else stacked
     if isinstance(first, (str, bytes)) or first is None:
         return list(batch)
     if isinstance(first, (tuple, list)):
@@ -111,10 +132,10 @@ def collate_value(batch: Sequence[Any], to: str = "torch", path: tuple[object, .
     return list(batch)
 
 
-def _numpy_dtype(tensor: torch.Tensor) -> bool:
+def _numpy_dtype(tensor: Any) -> bool:
     """Whether NumPy has the tensor's dtype (it lacks bfloat16, float8, ...)."""
     try:
-        torch.empty(0, dtype=tensor.dtype).numpy()
+        sys.modules["torch"].empty(0, dtype=tensor.dtype).numpy()
     except TypeError:
         return False
     return not tensor.requires_grad
