@@ -97,11 +97,13 @@ class Loader:
             raise ValueError("compile: max_skipped only applies with on_error='skip'")
         if start_method is not None and start_method not in mp.get_all_start_methods():
             raise ValueError(f"compile: start_method {start_method!r} is not available here")
-        from .transfer import Transfer
-
         if rank is not None or world_size is not None:
             pipe = with_shard(pipe, rank, world_size)
-        self._transfer = Transfer.create(pin_memory=pin_memory, device=device)
+        self._transfer = None
+        if pin_memory is not False or device is not None:  # (imports torch)
+            from .transfer import Transfer
+
+            self._transfer = Transfer.create(pin_memory=pin_memory, device=device)
         if backend == "process" and workers and (start_method or mp.get_start_method()) != "fork":
             _check_shippable(pipe)
         self.pipe = pipe

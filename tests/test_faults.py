@@ -613,8 +613,11 @@ def test_the_end_of_the_program_stops_every_worker(backend: str) -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("attempt", range(3))  # a Ctrl-C lands anywhere: try a few places
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_ctrl_c_shows_one_traceback_and_leaves_no_worker(backend: str) -> None:
+def test_ctrl_c_shows_one_traceback_and_leaves_no_worker(backend: str, attempt: int) -> None:
+    """Also: the Ctrl-C is never lost (it once could be, when it landed in the finalizer that
+    gives a dropped batch's shared memory back: the script then ran on)."""
     proc, info = start_script("loop", backend)
     try:
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole process group

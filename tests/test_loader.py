@@ -9,7 +9,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -293,6 +296,98 @@ def test_lambdas_and_closures_with_spawn_and_forkserver(start_method: str) -> No
             assert_equal_outputs(reference(pipe, epoch), list(loader), f"epoch {epoch}")
         pids = loader.worker_pids
         assert len(pids) == 2
+    finally:
+        loader.close()
+    leaks.assert_clean(pids)
+
+
+#: A script with no ``if __name__ == "__main__"`` guard, whose functions and classes live in
+#: its main module: what many training scripts look like.
+_MAIN_MODULE_SCRIPT = """
+import dataclasses, json, sys
+import numpy as np
+import datapipes as dp
+
+print("main module ran", flush=True)
+
+@dataclasses.dataclass
+class Rec:
+    i: int
+
+class MyError(Exception):
+    pass
+
+def probe(i):
+    return {"x": np.full(3, i), "rec": Rec(i), "torch": "torch" in sys.modules}
+
+def fail_on_two(i):
+    if i == 2:
+        raise MyError("two")
+    return i
+
+def main(method):
+    pipe = dp.from_sequence(range(8)) | dp.map(probe) | dp.batch(4) | dp.collate()
+    with pipe.compile(workers=2, start_method=method, timeout=30) as loader:
+        got = list(loader)
+    caught = False
+    try:
+        with (dp.from_sequence(range(4)) | dp.map(fail_on_two)).compile(
+            workers=1, start_method=method, timeout=30
+        ) as loader:
+            list(loader)
+    except MyError:
+        caught = True
+    print(json.dumps({
+        "x": [b["x"].tolist() for b in got],
+        "tensors": all(type(b["x"]).__name__ == "Tensor" for b in got),
+        "recs_are_main_class": all(type(r) is Rec for b in got for r in b["rec"]),
+        "torch_in_workers": [t for b in got for t in b["torch"].tolist()],
+        "caught": caught,
+    }))
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver", "fork"])
+def test_main_module_classes_in_workers(start_method: str, tmp_path: Any) -> None:
+    """The main module's classes arrive as themselves, its exceptions can be caught by
+    class, and a worker whose pipe needs no torch never imports it (collate's tensors are
+    made in the main process). Spawned workers do not run the main module again, so a
+    script needs no guard; forkserver workers do (multiprocessing's way), so it keeps one."""
+    script = tmp_path / "train.py"
+    last = "main('spawn')" if start_method == "spawn" else (
+        f"if __name__ == '__main__':\n    main({start_method!r})"
+    )
+    script.write_text(_MAIN_MODULE_SCRIPT + last + "\n")
+    done = subprocess.run(
+        [sys.executable, str(script), start_method],
+        capture_output=True, text=True, timeout=100, cwd=tmp_path, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    if start_method == "spawn":
+        assert lines.count("main module ran") == 1, done.stdout
+    report = json.loads(lines[-1])
+    assert report["x"] == [[[i] * 3 for i in range(s, s + 4)] for s in (0, 4)]
+    assert report["tensors"] and report["recs_are_main_class"] and report["caught"]
+    assert report["torch_in_workers"] == [False] * 8
+
+
+@pytest.mark.timeout(60)
+def test_a_spawned_worker_that_cannot_start_raises_worker_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pipe = dp.from_sequence(range(4)) | dp.map(double)
+    leaks = Leaks()
+    loader = pipe.compile(workers=1, start_method="spawn")
+    try:
+        with (
+            pytest.raises(dp.WorkerError, match=r"worker 0 \(pid \d+\) exited with code 1"),
+            monkeypatch.context() as patch,
+        ):
+            patch.setattr(sys, "path", [])  # what the worker is told to import from
+            next(iter(loader))
+        pids = loader.worker_pids
     finally:
         loader.close()
     leaks.assert_clean(pids)
@@ -648,6 +743,29 @@ def test_delivered_batches_stay_valid_after_later_batches_and_close(backend: str
     assert_equal_outputs(reference(pipe, 2)[:1], [partial], "epoch 2 after close")
     held[0]["image"] += 1  # still ordinary, writable memory
     assert float(held[0]["image"].sum()) == float(reference(pipe, 0)[0]["image"].sum()) + 3 * 4096
+
+
+def memfds(pid: int) -> int:
+    """How many shared-memory buffers of ours process ``pid`` holds open."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:datapipes")
+    return count
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_writes_its_buffers_again_once_batches_are_dropped() -> None:
+    """Dropped batches' shared memory goes back to its worker: over two epochs of 40
+    batches it keeps a handful of buffers, not one per batch."""
+    pipe = dp.from_sequence(range(120)) | dp.map(make_big) | dp.batch(3) | dp.collate()
+    with pipe.compile(workers=1, prefetch=2) as loader:
+        for _ in range(2):
+            for batch in loader:
+                del batch
+        (pid,) = loader.worker_pids
+        held = memfds(pid)
+    assert 1 <= held <= 10
 
 
 # -- errors in workers ------------------------------------------------------------------------

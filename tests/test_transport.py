@@ -240,6 +240,29 @@ def test_arrays_built_in_the_arena_are_not_copied_again() -> None:
         arena.release()
 
 
+@pytest.mark.parametrize("n", [3, BIG])
+def test_collated_tensors_can_cross_as_arrays_and_arrive_as_tensors(n: int) -> None:
+    """What a worker whose pipe ends in collate does: it needs no torch, the main process
+    makes the tensors, and they are the reference's (same values, dtype and shape)."""
+    elements = [{"x": np.full(n, i, dtype=np.int16), "y": float(i), "s": str(i)}
+                for i in range(3)]
+    arena = transport.Arena()
+    try:
+        with transport.collating_into(arena, tensors_as_arrays=True):
+            batch = collate_value(elements)
+        assert type(batch["x"]) is transport.TensorOf and type(batch["y"]) is transport.TensorOf
+        body = transport.dumps(batch, arena)
+        out = transport.loads(body, [os.dup(fd) for fd in arena.fds], arena.sizes())
+        assert_equal_elements(collate_value(elements), out)
+        assert type(out["x"]) is torch.Tensor and out["x"].dtype == torch.int16
+        assert backed_by(out["x"], arena)  # stacked in shared memory, sent from there
+        assert not backed_by(out["y"], arena)  # numbers: a small array, pickled inline
+    finally:
+        arena.release()
+    with transport.collating_into(transport.Arena()):
+        assert type(collate_value(elements)["x"]) is torch.Tensor  # not asked: real tensors
+
+
 def test_arena_packs_arrays_aligned_in_one_chunk() -> None:
     arena = transport.Arena()
     try:

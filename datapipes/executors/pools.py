@@ -10,17 +10,21 @@ skipped)``), ``"error"`` (the exception, or its description from a process) or
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import mmap
 import multiprocessing as mp
 import multiprocessing.connection
 import os
 import pickle
 import queue
 import signal
+import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,6 +76,66 @@ def _timeout_error(worker: int, who: str, report: tuple[str, Any, float]) -> Wor
     )
 
 
+class SpawnedProcess:
+    """A worker process started as a fresh interpreter that runs datapipes' worker and
+    nothing else, with ``multiprocessing.Process``'s interface as far as the pool uses it.
+
+    Unlike multiprocessing's spawn it does not run the main module again: the pipe comes
+    by cloudpickle, the main module's functions by value, so a worker imports only what the
+    pipe needs (no torch when the pipe needs none: that import is most of a spawned
+    worker's start-up) and a script needs no ``if __name__ == "__main__"`` guard for it.
+    """
+
+    def __init__(self, channel_fds: tuple[int, int]) -> None:
+        self.channel_fds = channel_fds
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.sentinel = -1  # readable (at EOF) once the process has exited
+
+    def start(self) -> None:
+        # the worker sees this process's sys.path, so it imports what this process would
+        code = (
+            f"import sys; sys.path[:] = {sys.path!r}; "
+            "from datapipes.executors.worker import spawned_main; "
+            f"spawned_main({self.channel_fds[0]}, {self.channel_fds[1]})"
+        )
+        sentinel, held = os.pipe()  # the worker holds `held` open until it ends
+        try:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-c", code], pass_fds=(*self.channel_fds, held)
+            )
+        except BaseException:
+            os.close(sentinel)
+            raise
+        finally:
+            os.close(held)
+        self.sentinel = sentinel
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.popen is None else self.popen.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
+
+    def is_alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
+
+    def kill(self) -> None:
+        if self.popen is not None:
+            self.popen.kill()
+
+    def close(self) -> None:
+        if self.sentinel >= 0:
+            os.close(self.sentinel)
+            self.sentinel = -1
+
+
 class ProcessPool:
     """Worker processes, each with a task socket and a result socket."""
 
@@ -86,16 +150,23 @@ class ProcessPool:
         ctx: Any = mp.get_context(start_method)
         self.start_method = ctx.get_start_method()
         if self.start_method == "forkserver":
-            # The fork server imports datapipes (and torch) once; each worker forked from it
-            # then starts without importing anything (no effect once the server runs).
-            ctx.set_forkserver_preload(["datapipes"])
+            # The fork server imports datapipes (and torch, when this process uses it) once;
+            # each worker forked from it then starts without importing them (no effect once
+            # the server runs).
+            ctx.set_forkserver_preload(["datapipes", *(["torch"] if "torch" in sys.modules
+                                                       else [])])
         self.timeout = timeout
         payload: Any = the_plan if self.start_method == "fork" else cloudpickle.dumps(the_plan)
+        spawned: list[tuple[transport.Channel, tuple[Any, ...]]] = []
         self.procs: list[Any] = []
         self.tasks: list[transport.Channel] = []
         self.results: list[transport.Channel] = []
         self._busy_since: list[float | None] = []  # when the oldest unanswered task was sent
         self._locks = [threading.Lock() for _ in range(workers)]
+        # shared memory of delivered results: (worker, chunk id) by a weak reference to its
+        # map, and the references whose maps are gone
+        self._lent: dict[weakref.ref[mmap.mmap], tuple[int, int]] = {}
+        self._freed: collections.deque[weakref.ref[mmap.mmap]] = collections.deque()
         self._closed = False
         try:
             for w in range(workers):
@@ -103,13 +174,17 @@ class ProcessPool:
                 result_worker, result_main = transport.channel_pair()
                 MAIN_SIDE_FDS.update((task_main.fileno(), result_main.fileno()))
                 inherited = sorted(MAIN_SIDE_FDS) if self.start_method == "fork" else []
-                proc = ctx.Process(
-                    target=process_main,
-                    args=(payload, task_worker, result_worker, os.getpid(), w, timeout,
-                          inherited, prefetch + 2),
-                    daemon=True,
-                    name="datapipes-worker",
-                )
+                args = (payload, task_worker, result_worker, os.getpid(), w, timeout,
+                        inherited, prefetch + 2)
+                proc: Any
+                if self.start_method == "spawn":
+                    proc = SpawnedProcess((task_worker.fileno(), result_worker.fileno()))
+                    # told what to run once all have started: they start up side by side
+                    spawned.append((task_main, (payload, *args[3:6], args[7])))
+                else:
+                    proc = ctx.Process(
+                        target=process_main, args=args, daemon=True, name="datapipes-worker"
+                    )
                 self.tasks.append(task_main)
                 self.results.append(result_main)
                 with _sigint_held():  # the worker starts with Ctrl-C held until it ignores it
@@ -118,6 +193,11 @@ class ProcessPool:
                 result_worker.close()
                 self.procs.append(proc)
                 self._busy_since.append(None)
+            for w, (channel, start) in enumerate(spawned):
+                try:
+                    channel.send(pickle.dumps(start, protocol=5))
+                except OSError:
+                    self._raise_dead(w)  # it could not even start
         except BaseException:
             self.close()
             raise
@@ -129,13 +209,14 @@ class ProcessPool:
         return [p.pid for p in self.procs]
 
     def _send(self, worker: int, message: tuple[Any, ...]) -> None:
-        # Finalizers of delivered batches send from whichever thread drops them.
+        # close() and cancel() may come from another thread (a loader's finalizer)
         with self._locks[worker]:
             self.tasks[worker].send(pickle.dumps(message, protocol=5))
 
     def send(self, worker: int, message: tuple[Any, ...]) -> None:
         if self._closed:
             raise RuntimeError("this Loader is closed")
+        self._send_freed()
         try:
             self._send(worker, message)
         except OSError:
@@ -148,16 +229,27 @@ class ProcessPool:
             with contextlib.suppress(OSError):
                 self._send(w, ("cancel", epoch_id))
 
-    def _give_back(self, worker: int, chunk_id: int) -> None:
-        """A delivered result's shared memory is no longer referenced: the worker may
-        write it again."""
-        if not self._closed:
+    def _lend(self, worker: int, chunk_id: int, shared: mmap.mmap) -> None:
+        """Watch a delivered result's shared memory: once nothing refers to it, the worker
+        may write it again. The watch is a weak reference whose callback is a C function
+        (``deque.append``): no Python code runs where the user drops a batch, so a Ctrl-C
+        arriving then cannot be lost in a finalizer, nor can a send start in the middle of
+        another. The next ``send`` or ``poll`` tells the worker."""
+        self._lent[weakref.ref(shared, self._freed.append)] = (worker, chunk_id)
+
+    def _send_freed(self, freed: dict[int, list[int]] | None = None) -> None:
+        freed = {} if freed is None else freed
+        while self._freed:
+            worker, chunk_id = self._lent.pop(self._freed.popleft())
+            freed.setdefault(worker, []).append(chunk_id)
+        for worker, chunk_ids in freed.items():
             with contextlib.suppress(OSError):
-                self._send(worker, ("free", chunk_id))
+                self._send(worker, ("free", chunk_ids))
 
     def poll(self, epoch_id: int, timeout: float, outstanding: list[int]) -> list[Reply]:
         """Replies that arrived within ``timeout`` seconds; results of other epochs are not
         mapped, only released."""
+        self._send_freed()
         ready: list[Any] = mp.connection.wait(
             [*self.results, *self._sentinels], timeout  # type: ignore[list-item]
         )
@@ -178,13 +270,11 @@ class ProcessPool:
                 raise _timeout_error(w, f"pid {self.procs[w].pid}", payload)
             if kind == "ok":
                 sizes, body = payload
-                give_back = functools.partial(self._give_back, w)
                 if eid == epoch_id:
-                    payload = transport.loads(body, fds, sizes, give_back)
+                    payload = transport.loads(body, fds, sizes, functools.partial(self._lend, w))
                 else:
                     transport.close_fds(fds)
-                    for chunk_id, _ in sizes:
-                        give_back(chunk_id)
+                    self._send_freed({w: [chunk_id for chunk_id, _ in sizes]})
                     payload = None
             # the next task in this worker's queue starts now
             self._busy_since[w] = time.monotonic() if outstanding[w] > 1 else None

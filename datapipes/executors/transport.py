@@ -29,14 +29,13 @@ import socket
 import struct
 import sys
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from ..stages.collate import allocator, as_tensor, tensor_from_numpy
+from ..stages.collate import allocator, as_tensor, tensor_from_numpy, tensor_type
 
 #: arrays smaller than this are pickled inline: a descriptor would cost more than a copy
 INLINE_BYTES = 16 * 1024
@@ -123,10 +122,11 @@ class ChunkPool:
         self.free.extend(chunks)
         self._trim()
 
-    def returned(self, chunk_id: int) -> None:
-        """The main process let go of a chunk (called from the worker's receiving thread)."""
+    def returned(self, chunk_ids: list[int]) -> None:
+        """The main process let go of these chunks (called from the worker's receiving
+        thread)."""
         with self._lock:
-            self._returned.append(chunk_id)
+            self._returned.extend(chunk_ids)
 
     def _collect(self) -> None:
         with self._lock:
@@ -239,8 +239,7 @@ class _Pickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO, arena: Arena) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.arena = arena
-        torch = sys.modules.get("torch")  # not imported: no value is a tensor
-        self.tensor_type = None if torch is None else torch.Tensor
+        self.tensor_type = tensor_type()
 
     def persistent_id(self, obj: Any) -> Any:
         kind = type(obj)
@@ -308,18 +307,18 @@ def loads(
     data: bytes,
     fds: list[int],
     sizes: list[tuple[int, int]],
-    give_back: Callable[[int], None] | None = None,
+    lend: Callable[[int, mmap.mmap], None] | None = None,
 ) -> Any:
-    """Unpickle a result, mapping its shared memory (and closing the fds). Once nothing
-    refers to a chunk's map any more, ``give_back(chunk id)`` is called so the worker can
-    write it again."""
+    """Unpickle a result, mapping its shared memory (and closing the fds). ``lend(chunk id,
+    map)`` is called for each chunk's map, for the caller to watch: once nothing refers to
+    the map any more, the worker may write the chunk again."""
     maps = []
     try:
         for fd, (chunk_id, size) in zip(fds, sizes, strict=True):
             mm = mmap.mmap(fd, size)
             maps.append(mm)
-            if give_back is not None:
-                weakref.finalize(mm, give_back, chunk_id).atexit = False
+            if lend is not None:
+                lend(chunk_id, mm)
     finally:
         for fd in fds:
             os.close(fd)

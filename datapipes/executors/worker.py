@@ -6,7 +6,8 @@ the watch on its parent and the task timeout.
 
 Protocol. A task is ``(_, epoch id, seq, seed, epoch, skip, kind, payload)`` with kind
 ``"batch"`` (payload ``(b, units)``) or ``"units"`` (payload: units). Control messages are
-``("cancel", epoch id)`` and ``("stop",)``. A reply is ``(kind, epoch id, seq, payload)``:
+``("cancel", epoch id)``, ``("free", chunk ids)`` (shared memory the main process let go of)
+and ``("stop",)``. A reply is ``(kind, epoch id, seq, payload)``:
 ``"ok"`` (payload: shared-memory sizes, pickled ``(items, skipped)``), ``"error"`` (a
 described exception), ``"dropped"`` (a cancelled task) or ``"timeout"`` (where it hung).
 """
@@ -15,16 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import pickle
 import queue
 import random
 import signal
+import socket
 import sys
 import threading
 import time
 import traceback
-from types import FrameType
+from types import FrameType, FunctionType
 from typing import Any
 
 import cloudpickle
@@ -60,12 +63,17 @@ def describe_error(exc: BaseException) -> tuple[bytes | None, str, str, str, lis
     finally:
         if notes is not None:
             exc.__notes__ = notes
-    pickled: bytes | None
-    try:
-        pickled = cloudpickle.dumps(exc)
-        pickle.loads(pickled)
-    except Exception:
-        pickled = None
+    pickled: bytes | None = None
+    # by reference where it can be, so that an importable class (also one of the main
+    # module) arrives as itself; by value (cloudpickle) for classes defined in functions
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        try:
+            pickled = dumps(exc)
+            pickle.loads(pickled)
+        except Exception:
+            pickled = None
+        else:
+            break
     return pickled, type(exc).__qualname__, str(exc), text, list(notes or ())
 
 
@@ -154,6 +162,35 @@ class _Watchdog:
             os._exit(3)
 
 
+def adopt_main_names() -> None:
+    """Make the main module's functions and classes that came with the plan findable as
+    ``__main__.x`` in this worker, which did not fork from the main process.
+
+    They came by value (cloudpickle), each function with the globals it uses. A result
+    holding an instance of the main module's class ``Rec`` is pickled by reference,
+    ``__main__.Rec``, which must name the class the worker made it with (not a class of
+    the same name from running the main module again, as forkserver workers do); the main
+    process then reads it back as its own ``Rec``.
+    """
+    main = sys.modules["__main__"].__dict__
+    for obj in gc.get_objects():
+        if isinstance(obj, FunctionType):
+            if obj.__module__ == "__main__" and obj.__globals__ is not main:
+                main.update((k, v) for k, v in obj.__globals__.items() if k[:2] != "__")
+        elif isinstance(obj, type) and obj.__module__ == "__main__" and "." not in obj.__qualname__:
+            main[obj.__qualname__] = obj
+
+
+def spawned_main(task_fd: int, result_fd: int) -> None:
+    """The body of a worker started as a fresh interpreter (see ``pools.SpawnedProcess``):
+    its first message says what to run."""
+    tasks = transport.Channel(socket.socket(fileno=task_fd))
+    results = transport.Channel(socket.socket(fileno=result_fd))
+    data, _ = tasks.recv()
+    plan_bytes, parent, worker, timeout, keep_chunks = pickle.loads(data)
+    process_main(plan_bytes, tasks, results, parent, worker, timeout, [], keep_chunks)
+
+
 def process_main(
     plan_or_bytes: Any,
     tasks: transport.Channel,
@@ -175,6 +212,8 @@ def process_main(
     the_plan: Plan = (
         cloudpickle.loads(plan_or_bytes) if isinstance(plan_or_bytes, bytes) else plan_or_bytes
     )
+    if isinstance(plan_or_bytes, bytes) and b"__main__" in plan_or_bytes:
+        adopt_main_names()
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     cancelled = [-1]  # tasks of epoch ids up to this are dropped unrun
     send_lock = threading.Lock()
@@ -192,7 +231,7 @@ def process_main(
                 if message[0] == "cancel":
                     cancelled[0] = max(cancelled[0], message[1])
                 elif message[0] == "free":
-                    chunks.returned(message[1])
+                    chunks.returned(message[1])  # chunk ids
                 elif message[0] == "stop":
                     break
                 else:

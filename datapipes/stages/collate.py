@@ -37,9 +37,15 @@ as_tensor: contextvars.ContextVar[Callable[[np.ndarray], Any]]
 as_tensor = contextvars.ContextVar("datapipes_collate_as_tensor", default=tensor_from_numpy)
 
 
+def tensor_type() -> Any:
+    """``torch.Tensor`` once torch is imported, else None: before, no value can be a tensor.
+    (Another thread may be half-way through importing torch: no tensor exists yet then.)"""
+    return getattr(sys.modules.get("torch"), "Tensor", None)
+
+
 def _all_tensors(batch: Sequence[Any]) -> bool:
-    torch = sys.modules.get("torch")  # not imported yet: no value can be a tensor
-    return torch is not None and all(isinstance(x, torch.Tensor) for x in batch)
+    tensor = tensor_type()
+    return tensor is not None and all(isinstance(x, tensor) for x in batch)
 
 _TARGETS = ("torch", "numpy")
 
