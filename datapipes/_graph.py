@@ -311,12 +311,118 @@ class Pipe(Generic[T]):
         self._require_runnable("explain")
         return plan(self).explain()
 
+    def to_dot(self) -> str:
+        """Draw this pipe as Graphviz DOT text: one box per stage, in order, grouped by
+        where each stage runs (a fragment is a plain chain); a stage's tooltip says why.
+
+        Render it with ``dot -Tsvg pipe.dot -o pipe.svg``.
+
+        >>> import datapipes as dp
+        >>> print((dp.from_iterable([1, 2]) | dp.map(float) | dp.batch(2)).to_dot())
+        digraph pipe {
+          node [shape=box];
+          subgraph cluster_0_main {
+            label="main process (head)";
+            s0 [label="from_iterable([1, 2])", tooltip="reads the stream in order"];
+          }
+          subgraph cluster_1_workers {
+            label="worker processes";
+            s1 [label="map(float)", tooltip="per element"];
+            s2 [label="batch(2)", tooltip="membership follows from the head"];
+          }
+          s0 -> s1;
+          s1 -> s2;
+        }
+        """
+        lines = ["digraph pipe {", "  node [shape=box];"]
+        for g, (where, run) in enumerate(self._runs()):
+            indent = "  "
+            if where is not None:
+                lines.append(f"  subgraph cluster_{g}_{where} {{")
+                lines.append(f'    label="{_dot_text(_RUNS_IN[where])}";')
+                indent = "    "
+            for i, stage, why in run:
+                tooltip = f', tooltip="{_dot_text(why)}"' if why else ""
+                lines.append(f'{indent}s{i} [label="{_dot_text(repr(stage))}"{tooltip}];')
+            if where is not None:
+                lines.append("  }")
+        lines.extend(f"  s{i} -> s{i + 1};" for i in range(len(self.stages) - 1))
+        lines.append("}")
+        return "\n".join(lines)
+
+    def to_mermaid(self) -> str:
+        """Draw this pipe as a Mermaid flowchart: one node per stage, in order, in one
+        subgraph per run of stages that run in the same place (a fragment is a plain chain).
+
+        GitHub renders it inside a fenced ``mermaid`` block in Markdown.
+
+        >>> import datapipes as dp
+        >>> print((dp.from_iterable([1, 2]) | dp.map(float) | dp.batch(2)).to_mermaid())
+        flowchart TD
+          subgraph main_0 ["main process (head)"]
+            s0["from_iterable([1, 2])"]
+          end
+          subgraph workers_1 ["worker processes"]
+            s1["map(float)"]
+            s2["batch(2)"]
+          end
+          s0 --> s1
+          s1 --> s2
+        """
+        lines = ["flowchart TD"]
+        for g, (where, run) in enumerate(self._runs()):
+            indent = "  "
+            if where is not None:
+                lines.append(f'  subgraph {where}_{g} ["{_mermaid_text(_RUNS_IN[where])}"]')
+                indent = "    "
+            lines.extend(f'{indent}s{i}["{_mermaid_text(repr(stage))}"]' for i, stage, _ in run)
+            if where is not None:
+                lines.append("  end")
+        lines.extend(f"  s{i} --> s{i + 1}" for i in range(len(self.stages) - 1))
+        return "\n".join(lines)
+
+    def _runs(self) -> list[tuple[str | None, list[tuple[int, Stage, str]]]]:
+        """The stages to draw, ``(position, stage, why it runs there)``, in runs of
+        consecutive stages that run in the same place; a fragment is one run placed nowhere
+        (None), since where a stage runs depends on the source."""
+        if not self.is_runnable:
+            return [(None, [(i, stage, "") for i, stage in enumerate(self.stages)])]
+        from .plan import plan
+
+        runs: list[tuple[str | None, list[tuple[int, Stage, str]]]] = []
+        for i, placement in enumerate(plan(self).placements):
+            if not runs or runs[-1][0] != placement.where:
+                runs.append((placement.where, []))
+            runs[-1][1].append((i, placement.stage, placement.why))
+        return runs
+
     def _require_runnable(self, what: str) -> None:
         if not self.is_runnable:
             raise TypeError(
                 f"cannot {what} a fragment: it needs a source first, e.g. "
                 f"`dp.from_sequence(data) | fragment`; got {self!r}"
             )
+
+
+#: how a drawing labels each place a stage can run (``Placement.where`` in plan.py)
+_RUNS_IN = {
+    "main": "main process (head)",
+    "workers": "worker processes",
+    "tail": "main process (tail)",
+}
+
+
+def _dot_text(text: str) -> str:
+    """``text`` for inside a DOT double-quoted string, shown as it is."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _mermaid_text(text: str) -> str:
+    """``text`` for inside a Mermaid double-quoted label, shown as it is: entity codes for
+    what Mermaid would read as a quote, an entity or an HTML tag (``map(<lambda>)``)."""
+    for char, code in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
+        text = text.replace(char, code)
+    return text.replace("\n", "<br>")
 
 
 def _check_composition(stages: tuple[Stage, ...]) -> None:
