@@ -13,6 +13,7 @@ import math
 import multiprocessing as mp
 import pickle
 import sys
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +30,7 @@ from .plan import Plan, plan, with_positions
 from .stages._kinds import ElementStage
 from .stages.prefetch import Prefetch, background
 from .stages.shard import shard_by_rank
+from .stats import LoaderStats, Tally, metered
 
 _BACKENDS = ("process", "thread")
 _START_METHODS = (None, "fork", "spawn", "forkserver")
@@ -67,6 +69,8 @@ class Loader:
         max_skipped: int | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        stats: bool = False,
+        progress: bool = False,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"compile: workers must be an int >= 0, got {workers!r}")
@@ -74,8 +78,11 @@ class Loader:
             raise ValueError(f"compile: backend must be 'process' or 'thread', got {backend!r}")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError(f"compile: prefetch must be an int >= 1, got {prefetch!r}")
-        if not isinstance(ordered, bool):
-            raise TypeError(f"compile: ordered must be a bool, got {ordered!r}")
+        for name, flag in (("ordered", ordered), ("stats", stats), ("progress", progress)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"compile: {name} must be a bool, got {flag!r}")
+        if progress:
+            _require_tqdm()
         if start_method not in _START_METHODS:
             raise ValueError(
                 "compile: start_method must be None, 'fork', 'spawn' or 'forkserver', got "
@@ -120,6 +127,10 @@ class Loader:
         #: elements dropped under ``on_error="skip"`` in the current epoch
         self.skipped: list[Skipped] = []
         self._plan: Plan = plan(pipe, skipping=on_error == "skip")
+        if stats:
+            self._plan = self._plan.metered()
+        self.progress = progress
+        self._tally = Tally(metered=stats)
         # Who runs the segment: the workers asked for; else, in this process, the pool of a
         # parallel_map in it; else this process itself (on a thread with a prefetch in it).
         self._pool_backend, self._pool_size = (
@@ -140,6 +151,8 @@ class Loader:
             if worker_pipe is pipe
             else plan(worker_pipe, skipping=on_error == "skip")
         )
+        if stats and self._worker_plan is not self._plan:
+            self._worker_plan = self._worker_plan.metered()
         self._resumable = all(resumable(stage) for _, stage in self._plan.tail)
         self._epoch = 0
         #: ``(epoch, position after the last output delivered, outputs delivered)`` while
@@ -205,6 +218,19 @@ class Loader:
             sharing += ("\ncheckpoints: resuming reads the stream again up to the position, "
                         "without running the workers' stages")
         return f"{self._plan.explain()}\nrun: {how}{sharing}"
+
+    def stats(self) -> LoaderStats:
+        """What this loader did since it was built, and where the bottleneck is: ``print``
+        it. Per-stage figures need ``compile(stats=True)`` (see ``docs/observability.md``)."""
+        pool = self._pool
+        busy = self._tally.busy + (sum(pool.busy) if pool is not None else 0.0)
+        shared = self._tally.shared_bytes + (pool.shared_bytes if pool is not None else 0)
+        return self._tally.report(
+            workers=self._pool_size, worker_busy=busy, shared_bytes=shared,
+            meters=(self._worker_plan if self._pool_backend == "process" and self._pool_size
+                    else self._plan).meters(),
+            placements=self._plan.placements, tail=[s for _, s in self._plan.tail],
+        )
 
     @property
     def worker_pids(self) -> list[int]:
@@ -294,20 +320,41 @@ class Loader:
             triples = _limit_skips(triples, self.skipped, self.max_skipped)
         if self._transfer is not None:
             triples = self._transfer.run(triples, self.prefetch)
+        tally, clock = self._tally, time.perf_counter
+        tally.passes += 1
+        bar = _progress_bar(epoch, self._length(), delivered) if self.progress else None
+        began = asked = clock()
         try:
             for _, value, token in triples:
+                tally.waiting += clock() - asked
+                tally.outputs += 1
                 delivered += 1
                 self._running = (epoch, token, delivered)
+                if bar is not None:
+                    bar.update()
                 yield value
+                asked = clock()
+            tally.waiting += clock() - asked
         finally:
+            tally.seconds += clock() - began
             self._running = None
+            if bar is not None:
+                bar.close()
 
     def _epoch_triples(self, epoch: int, start: Any) -> Iterator[tuple[Any, Any, Any]]:
         """``(key, value, position after it)`` for one epoch, from ``start``."""
         ctx = EpochContext(self.seed, epoch, skip=self.on_error == "skip")
         self.skipped = ctx.skipped
         segment = self._parallel_segment if self._pool_size else self._inline_segment
-        return epoch_from(self._plan, ctx, start, segment)
+        tally = self._tally
+        if not (tally.metered and self._plan.tail):
+            return epoch_from(self._plan, ctx, start, segment)
+        # the tail's own time: what producing its outputs took, less what its input took
+
+        def metered_segment(ctx: EpochContext, at: tuple[int, int]) -> Iterator[Any]:
+            return metered(segment(ctx, at), tally.segment_cell)
+
+        return metered(epoch_from(self._plan, ctx, start, metered_segment), tally.tail_cell)
 
     def _ensure_pool(self) -> ProcessPool | ThreadPool:
         if self._pool is None:
@@ -357,7 +404,7 @@ class Loader:
         limit = self._pool_size * self.prefetch
         pending: dict[int, Any] = {}
         sent = delivered = 0
-        exhausted = finished = False
+        exhausted = finished = looked = waited = False
         try:
             while True:
                 if self._pool is not pool:
@@ -383,6 +430,12 @@ class Loader:
                 # the next result in sequence, or with ordered=False any that is here
                 ready = next(iter(pending), None) if self._unordered else delivered
                 if ready in pending:
+                    # was it here already (the workers are ahead), or did we wait for it?
+                    if waited:
+                        self._tally.results_waited += 1
+                    else:
+                        self._tally.results_ready += 1
+                    looked = waited = False
                     per_unit, skipped, error = pending.pop(ready)
                     first = firsts.pop(ready)
                     delivered += 1
@@ -397,12 +450,16 @@ class Loader:
                 if exhausted and delivered == sent:
                     finished = True
                     return
-                for w, kind, reply_eid, seq, payload in pool.poll(eid, _POLL_SECONDS, outstanding):
+                # first a look at what has arrived, then a wait (the results queue is empty)
+                waited, looked = looked, True
+                wait = _POLL_SECONDS if waited else 0.0
+                for w, kind, reply_eid, seq, payload in pool.poll(eid, wait, outstanding):
                     outstanding[w] -= 1
                     if reply_eid != eid or kind == "dropped":
                         continue
                     if kind == "error":
                         raise _rebuild(payload)
+                    self._tally.tasks += 1
                     pending[seq] = payload
                 payload = None
         except WorkerError:
@@ -421,6 +478,8 @@ class Loader:
             self._finalizer = None
         if pool is not None:
             pool.close(broken=broken)
+            self._tally.busy += sum(pool.busy)
+            self._tally.shared_bytes += pool.shared_bytes
 
 
 def with_shard(pipe: Pipe[Any], rank: int | None, world_size: int | None) -> Pipe[Any]:
@@ -429,6 +488,22 @@ def with_shard(pipe: Pipe[Any], rank: int | None, world_size: int | None) -> Pip
     shard = shard_by_rank(rank=rank, world_size=world_size, even="drop").stages[0]
     last = plan(pipe).last_index_stage
     return Pipe(*pipe.stages[: last + 1], shard, *pipe.stages[last + 1 :])
+
+
+def _require_tqdm() -> None:
+    try:
+        import tqdm  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "compile: progress=True draws its bar with tqdm, which is not installed: "
+            "pip install tqdm"
+        ) from exc
+
+
+def _progress_bar(epoch: int, total: int | None, done: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc=f"epoch {epoch}", dynamic_ncols=True)
 
 
 def _limit_skips(values: Iterator[Any], skipped: list[Skipped], limit: int) -> Iterator[Any]:

@@ -25,7 +25,7 @@ import attrs
 import numpy as np
 
 from ._graph import EpochContext, Item, Pipe, Stage, add_note
-from .stages._kernel import POSITION, ElementOp, apply_ops, plain_maps
+from .stages._kernel import MAP, POSITION, ElementOp, apply_ops, plain_maps
 from .stages._kinds import ElementStage, IndexStage
 from .stages.batch import Batch, batch_iter
 from .stages.collate import Collate
@@ -33,6 +33,7 @@ from .stages.map import ParallelMap
 from .stages.positions import Enumerate
 from .stages.prefetch import Prefetch
 from .stages.sources import Source
+from .stats import Meter, metered_ops
 
 HEAD, WORKERS, TAIL = "main", "workers", "tail"
 
@@ -84,13 +85,15 @@ class Plan:
     #: where the last stage of the head (reordering, selecting or numbering by index)
     #: stands in ``pipe.stages`` (0: the source)
     last_index_stage: int = 0
+    #: with ``compile(stats=True)``: the source's fetch, metered (see ``metered``)
+    fetch_meter: Meter | None = None
     #: the maps of a random-access plan fused into one C-level loop, when they are all
     #: plain maps (the common, fast case); else None
     _fused: tuple[tuple[Stage, Any], ...] | None = attrs.field(init=False)
 
     @_fused.default
     def _fuse(self) -> tuple[tuple[Stage, Any], ...] | None:
-        if not self.random_access or self.has_positions:
+        if not self.random_access or self.has_positions or self.fetch_meter is not None:
             return None
         maps = plain_maps(self.element_ops)
         return None if maps is None or not _fusable(self.source, maps) else tuple(maps)
@@ -174,7 +177,7 @@ class Plan:
                     rest = rest[done + 1 :]  # skipped: go on after it
                     base += done + 1
             return
-        fetch = self.source.fetcher()
+        fetch = self.source.fetcher() if self.fetch_meter is None else self.fetch_meter
         maps = plain_maps(ops) if not self.has_positions else None
         for u, unit in enumerate(units):
             index, pos = (unit[0], unit[1:]) if self.has_positions else (unit, ())
@@ -322,6 +325,26 @@ class Plan:
             if _code_of(fn) is code:
                 return repr(stage)
         return repr(self.source)
+
+    # -- metering ----------------------------------------------------------------
+    def metered(self) -> Plan:
+        """This plan with every segment function in a :class:`~datapipes.stats.Meter`
+        (``compile(stats=True)``); no fusion then."""
+        fetch = Meter(self.source.fetcher(), MAP) if self.random_access else None
+        return attrs.evolve(
+            self, element_ops=metered_ops(self.element_ops),
+            batch_ops=metered_ops(self.batch_ops), fetch_meter=fetch,
+        )
+
+    def meters(self) -> list[tuple[Stage, Meter]]:
+        """The meters of a metered plan, in stage order (none otherwise)."""
+        found: list[tuple[Stage, Meter]] = []
+        if self.fetch_meter is not None:
+            found.append((self.source, self.fetch_meter))
+        for _, fn, stage, _ in (*self.element_ops, *self.batch_ops):
+            if isinstance(fn, Meter):
+                found.append((stage, fn))
+        return found
 
     # -- explaining --------------------------------------------------------------
     def explain(self) -> str:

@@ -74,7 +74,8 @@ def main():
         epoch1 = list(pipe.iter(epoch=1))
         print(f"epoch 1 is another shuffle: {not same_batches(epoch0, epoch1)}")
 
-        with pipe.compile(workers=2) as loader:
+        # progress=True: a tqdm bar per epoch, on stderr
+        with pipe.compile(workers=2, progress=True) as loader:
             print(loader.explain())
             compiled = [list(loader), list(loader)]
         equal = same_batches(compiled[0], epoch0) and same_batches(compiled[1], epoch1)

@@ -53,6 +53,7 @@ def test_quickstart() -> None:
     assert "len(pipe) = 29 batches" in out, out
     assert "same (seed, epoch) gives identical batches: True" in out, out
     assert "compile(workers=2) equals the reference: True" in out, out
+    assert "map(augment, rng=True)" in out.split("loader.stats()")[-1], out  # a metered stage
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)

@@ -163,6 +163,11 @@ class ProcessPool:
         self.results: list[transport.Channel] = []
         self._busy_since: list[float | None] = []  # when the oldest unanswered task was sent
         self._locks = [threading.Lock() for _ in range(workers)]
+        #: seconds each worker spent on tasks; bytes received through shared memory; the
+        #: main process's meters, to which the workers' counts are added (``loader.stats()``)
+        self.busy = [0.0] * workers
+        self.shared_bytes = 0
+        self.meters = [meter for _, meter in the_plan.meters()]
         # shared memory of delivered results: (worker, chunk id) by a weak reference to its
         # map, and the references whose maps are gone
         self._lent: dict[weakref.ref[mmap.mmap], tuple[int, int]] = {}
@@ -269,7 +274,11 @@ class ProcessPool:
             if kind == "timeout":
                 raise _timeout_error(w, f"pid {self.procs[w].pid}", payload)
             if kind == "ok":
-                sizes, body = payload
+                sizes, body, busy, counts = payload
+                self.busy[w] += busy
+                self.shared_bytes += sum(size for _, size in sizes)
+                for meter, taken in zip(self.meters, counts, strict=True):
+                    meter.add(taken)
                 if eid == epoch_id:
                     payload = transport.loads(body, fds, sizes, functools.partial(self._lend, w))
                 else:
@@ -339,6 +348,8 @@ class ThreadPool:
         self.inboxes: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(workers)]
         self.replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
         self.cancelled = -1
+        self.busy = [0.0] * workers  # seconds each thread spent on tasks
+        self.shared_bytes = 0  # none: threads share this process's memory
         self.started: list[float | None] = [None] * workers
         self.hung: set[int] = set()  # timed-out threads: abandoned, never joined
         self.threads = [
@@ -359,12 +370,13 @@ class ThreadPool:
             if eid <= self.cancelled:
                 self.replies.put((w, "dropped", eid, seq, None))
                 continue
-            self.started[w] = time.monotonic()
+            self.started[w] = started = time.monotonic()
             try:
                 result = run_task(self.plan, EpochContext(seed, epoch, skip=skip), kind, payload)
             except Exception as exc:  # not the user's code: the outputs are lost
                 self.replies.put((w, "error", eid, seq, exc))
             else:
+                self.busy[w] += time.monotonic() - started
                 self.replies.put((w, "ok", eid, seq, result))
             finally:
                 self.started[w] = None

@@ -241,6 +241,7 @@ def process_main(
                 os._exit(0)  # the main process is gone and cannot take results any more
         inbox.put(None)
 
+    meters = [meter for _, meter in the_plan.meters()]
     chunks = transport.ChunkPool(keep=keep_chunks)
     threading.Thread(target=receive, daemon=True, name="datapipes-receive").start()
     watchdog = _Watchdog(timeout, send, the_plan) if timeout is not None else None
@@ -267,6 +268,7 @@ def process_main(
         arena = transport.Arena(chunks)
         if watchdog is not None:
             watchdog.current = (time.monotonic(), epoch_id, seq)
+        started = time.perf_counter()
         try:
             with transport.collating_into(arena, tensors_as_arrays=the_plan.collates_last):
                 result = run_task(the_plan, EpochContext(seed, epoch, skip=skip), kind, payload)
@@ -274,7 +276,13 @@ def process_main(
             described = None if error is None else describe_error(error)
             body = transport.dumps((items, [_portable(s) for s in skipped], described), arena)
             del items, result, skipped, error
-            data = pickle.dumps(("ok", epoch_id, seq, (arena.sizes(), body)), protocol=5)
+            # with the task's seconds and, with compile(stats=True), its stages' counts
+            counts = [meter.take() for meter in meters]
+            data = pickle.dumps(
+                ("ok", epoch_id, seq,
+                 (arena.sizes(), body, time.perf_counter() - started, counts)),
+                protocol=5,
+            )
             del body
         except Exception as exc:
             arena.release()
