@@ -103,15 +103,23 @@ def hand_batches(n: int) -> Iterator[list[int]]:
 # -- the systems: n -> an iterator of lists of ints ---------------------------------------
 
 
-def datapipes_batches(n: int) -> Iterator[list[int]]:
-    # imported here, like the peers, so that `--callgrind --system hand` loads neither
-    # datapipes nor the torch it imports
+def datapipes_pipe(n: int) -> Any:
+    # imported here, like the peers, so that `--callgrind --system hand` does not load it
     import datapipes as dp
 
     pipe = dp.from_sequence(range(n))
     for _ in range(MAPS):
         pipe = pipe | dp.map(inc)
-    return iter(pipe | dp.batch(BATCH))
+    return pipe | dp.batch(BATCH)
+
+
+def datapipes_batches(n: int) -> Iterator[list[int]]:
+    return iter(datapipes_pipe(n))
+
+
+def metered_batches(n: int) -> Iterator[list[int]]:
+    """The same pipe with every stage metered for ``loader.stats()``: what that costs."""
+    return iter(datapipes_pipe(n).compile(stats=True))
 
 
 class IncDataset:
@@ -161,6 +169,7 @@ def grain_batches(n: int) -> Iterator[list[int]]:
 SYSTEMS: dict[str, tuple[str | None, Callable[[int], Iterator[list[int]]]]] = {
     "hand": (None, hand_batches),
     "datapipes": ("datapipes", datapipes_batches),
+    "datapipes, compile(stats=True)": ("datapipes", metered_batches),
     "DataLoader": ("torch", dataloader_batches),
     "torchdata.nodes": ("torchdata.nodes", nodes_batches),
     "Grain": ("grain", grain_batches),

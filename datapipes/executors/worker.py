@@ -242,6 +242,8 @@ def process_main(
         inbox.put(None)
 
     meters = [meter for _, meter in the_plan.meters()]
+    for meter in meters:
+        meter.take()  # a forked copy holds the main process's counts: start from zero
     chunks = transport.ChunkPool(keep=keep_chunks)
     threading.Thread(target=receive, daemon=True, name="datapipes-receive").start()
     watchdog = _Watchdog(timeout, send, the_plan) if timeout is not None else None
