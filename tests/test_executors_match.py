@@ -37,10 +37,12 @@ def test_unordered_yields_the_same_multiset(pipe: dp.Pipe, backend: str) -> None
 
 
 @pytest.mark.timeout(300)
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(pipe=pipes(max_stages=4))
-def test_spawned_workers_match_the_reference(pipe: dp.Pipe) -> None:
-    assert_matches_reference(pipe, workers=2, start_method="spawn")
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pipe=pipes(max_stages=4), prefetch=st.sampled_from([1, 2, 4]))
+def test_spawned_workers_match_the_reference(pipe: dp.Pipe, prefetch: int) -> None:
+    # a spawned worker starts in a fraction of a second: it imports neither torch (unless
+    # the pipe does) nor the main module
+    assert_matches_reference(pipe, workers=2, start_method="spawn", prefetch=prefetch)
 
 
 @pytest.mark.timeout(300)
