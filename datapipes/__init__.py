@@ -21,6 +21,8 @@ from .stages.positions import enumerate as enumerate
 from .stages.positions import skip as skip
 from .stages.positions import take as take
 from .stages.prefetch import prefetch as prefetch
+from .stages.sampling import sample as sample
+from .stages.sampling import split as split
 from .stages.shard import shard_by_rank as shard_by_rank
 from .stages.shuffle import shuffle as shuffle
 from .stages.sources import from_arrays as from_arrays
@@ -43,9 +45,11 @@ __all__ = [
     "map",
     "parallel_map",
     "prefetch",
+    "sample",
     "shard_by_rank",
     "shuffle",
     "skip",
+    "split",
     "take",
     "unbatch",
 ]

@@ -107,6 +107,13 @@ class Stage:
     def needs_random_access(self) -> bool:
         return False
 
+    def random_access_error(self) -> str:
+        """What follows the stage's repr when it is refused after random access ended."""
+        return (
+            "permutes the whole dataset and needs random access, which ended before it; use "
+            "a buffer shuffle instead, e.g. shuffle(buffer=10_000)"
+        )
+
     def length(self, n: int) -> int | None:
         """Output count for ``n`` inputs, or None when it depends on the data."""
         return None
@@ -438,9 +445,6 @@ def _check_composition(stages: tuple[Stage, ...]) -> None:
             random_access = stage.keeps_random_access
             continue
         if stage.needs_random_access() and not random_access:
-            raise TypeError(
-                f"{stage!r} permutes the whole dataset and needs random access, which ended "
-                f"before it; use a buffer shuffle instead, e.g. shuffle(buffer=10_000)"
-            )
+            raise TypeError(f"{stage!r} {stage.random_access_error()}")
         random_access = random_access and stage.keeps_random_access
 

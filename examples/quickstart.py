@@ -4,7 +4,8 @@ The data is ``sklearn.datasets.load_digits()``: 1797 grey 8x8 images of handwrit
 bundled with scikit-learn, so nothing is downloaded. The script shows that
 
 - a pipe is a value: its ``repr`` reads like the code that built it, and ``len`` is known
-  without iterating;
+  without iterating; ``split`` keeps a fixed validation part out of training, and
+  ``sample`` draws a few of its images for a quick check;
 - each epoch is a different shuffle and different random augmentations, yet the same
   ``(seed, epoch)`` always gives the same batches, bit for bit;
 - ``pipe.compile(workers=2)`` runs the same pipe in worker processes and yields exactly the
@@ -60,16 +61,22 @@ def main():
     images = (digits.images / 16.0).astype(np.float32)  # pixel values 0..16 -> 0..1
     labels = digits.target.astype(np.int64)
 
+    digits = dp.from_arrays(image=images, label=labels)
+    # A fixed 90/10 train/validation split: the same parts in every epoch and every run.
     pipe = (
-        dp.from_arrays(image=images, label=labels)
+        digits
+        | dp.split([0.9, 0.1], 0)
         | dp.shuffle()
         | dp.map(augment, rng=True)
         | dp.map(add_channel)
         | dp.batch(64)
         | dp.collate()
     )
+    validation = digits | dp.split([0.9, 0.1], 1) | dp.map(add_channel)
+    # A quick check between epochs: 64 validation images drawn at random, new ones each epoch.
+    quick_check = validation | dp.sample(64) | dp.batch(64) | dp.collate()
     print(f"pipe: {pipe!r}")
-    print(f"len(pipe) = {len(pipe)} batches")
+    print(f"len(pipe) = {len(pipe)} batches; validation: {len(validation)} images")
 
     epochs = [run_epoch(pipe, epoch) for epoch in range(2)]
     first = epochs[0][0]
@@ -77,6 +84,10 @@ def main():
         print(f"first batch {key!r}: shape {tuple(value.shape)}, dtype {value.dtype}")
     for epoch, batches in enumerate(epochs):
         print(f"epoch {epoch} first 10 labels: {batches[0]['label'][:10].tolist()}")
+
+    checks = [next(iter(quick_check.iter(epoch=e)))["label"] for e in range(2)]
+    print(f"quick checks draw 64 validation images, new ones each epoch: "
+          f"{not torch.equal(checks[0], checks[1])}")
 
     again = list(pipe.iter(epoch=0, seed=0))
     print(f"same (seed, epoch) gives identical batches: {same_batches(again, epochs[0])}")

@@ -50,7 +50,8 @@ def test_quickstart() -> None:
         pytest.fail("examples/quickstart.py needs scikit-learn: install the dev extra "
                     "(pip install -e '.[dev]')", pytrace=False)
     out = run("examples/quickstart.py").stdout
-    assert "len(pipe) = 29 batches" in out, out
+    assert "len(pipe) = 26 batches; validation: 179 images" in out, out
+    assert "new ones each epoch: True" in out, out
     assert "same (seed, epoch) gives identical batches: True" in out, out
     assert "compile(workers=2) equals the reference: True" in out, out
     assert "map(augment, rng=True)" in out.split("loader.stats()")[-1], out  # a metered stage

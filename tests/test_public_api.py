@@ -81,6 +81,20 @@ STAGES = {
         lambda: dp.collate(to="numpy"),
         lambda: dp.collate(sum_batch),
     ],
+    "sample": [
+        lambda: dp.sample(),
+        lambda: dp.sample(3),
+        lambda: dp.sample(30, replace=True),
+        lambda: dp.sample(weights=[1.0] * 10, replace=True),
+        lambda: dp.sample(name="draws"),
+    ],
+    "split": [
+        lambda: dp.split([0.5, 0.5], 0),
+        lambda: dp.split([0.5, 0.5], 1),
+        lambda: dp.split([4, 6], 0),
+        lambda: dp.split([0.5, 0.5], 0, seed=1),
+        lambda: dp.split([0.5, 0.5], 0, shuffle=False),
+    ],
     "take": [lambda: dp.take(3), lambda: dp.take(4)],
     "skip": [lambda: dp.skip(3), lambda: dp.skip(0)],
     "enumerate": [lambda: dp.enumerate()],
@@ -225,7 +239,7 @@ def test_repr_evaluates_to_an_equal_pipe(name, i):
     else:
         stage = build(name, i)
         pipes.append(stage)
-        needs_random_access = stage in (dp.shuffle(), dp.shuffle(name="order"))
+        needs_random_access = stage.stages[0].needs_random_access()
         for source in EVALUABLE_SOURCES:
             if needs_random_access and not source().stages[0].keeps_random_access:
                 continue  # refused at `|`: tested in tests/stages/test_sources.py
@@ -331,6 +345,27 @@ BAD_ARGUMENTS = [
     ("parallel_map: rng", TypeError, lambda: dp.parallel_map(f, workers=2, rng="yes")),
     ("parallel_map: name", (TypeError, ValueError), lambda: dp.parallel_map(f, workers=2, name="")),
     ("prefetch: n", ValueError, lambda: dp.prefetch(0)),
+    ("sample: n", ValueError, lambda: dp.sample(-1)),
+    ("sample: n", TypeError, lambda: dp.sample(2.0)),
+    ("sample: replace", TypeError, lambda: dp.sample(2, replace=1)),
+    ("sample: weights", ValueError, lambda: dp.sample(weights=[1, -1])),
+    ("sample: weights", ValueError, lambda: dp.sample(weights=[0, 0])),
+    ("sample: weights", ValueError, lambda: dp.sample(weights=[1, float("nan")])),
+    ("sample: weights", ValueError, lambda: dp.sample(weights=[[1, 2]])),
+    ("sample: weights", TypeError, lambda: dp.sample(weights=3)),
+    ("sample: weights", TypeError, lambda: dp.sample(weights=["a"])),
+    ("sample: name", TypeError, lambda: dp.sample(name="")),
+    ("split: sizes", TypeError, lambda: dp.split([], 0)),
+    ("split: sizes", TypeError, lambda: dp.split(0.5, 0)),
+    ("split: sizes", TypeError, lambda: dp.split([True, False], 0)),
+    ("split: fractions", ValueError, lambda: dp.split([0.5, 0.4], 0)),
+    ("split: fractions", ValueError, lambda: dp.split([1.5, -0.5], 0)),
+    ("split: counts", ValueError, lambda: dp.split([3, -1], 0)),
+    ("split: part", ValueError, lambda: dp.split([0.5, 0.5], 2)),
+    ("split: part", TypeError, lambda: dp.split([0.5, 0.5], "0")),
+    ("split: seed", TypeError, lambda: dp.split([0.5, 0.5], 0, seed=None)),
+    ("split: seed", ValueError, lambda: dp.split([0.5, 0.5], 0, seed=-1)),
+    ("split: shuffle", TypeError, lambda: dp.split([0.5, 0.5], 0, shuffle="yes")),
     ("shard_by_rank: rank", ValueError, lambda: dp.shard_by_rank(rank=2, world_size=2)),
     ("shard_by_rank: world_size", ValueError, lambda: dp.shard_by_rank(world_size=0)),
     ("shard_by_rank: even", ValueError, lambda: dp.shard_by_rank(even="some")),

@@ -48,11 +48,12 @@ class StageBuilder:
     name: str
     build: Callable[[Draw], Pipe[Any]]
     cost: int = 1
-    #: only valid while the pipe has random access (``shuffle()`` with no buffer)
+    #: only valid while the pipe has random access (``shuffle()`` with no buffer, ``sample``,
+    #: ``split``)
     needs_random_access: bool = False
     #: random access lasts through it (as the library defines it: map, parallel_map,
-    #: enumerate, shuffle, collate, prefetch keep it; filter, flat_map, batch, unbatch, take,
-    #: skip end it)
+    #: enumerate, shuffle, sample, split, collate, prefetch keep it; filter, flat_map, batch,
+    #: unbatch, take, skip end it)
     keeps_random_access: bool = False
     #: gives something other than ints, so it can only end a pipe
     terminal: bool = False
@@ -95,6 +96,19 @@ def _shuffle(draw: Draw) -> Pipe[Any]:
 
 def _shuffle_buffer(draw: Draw) -> Pipe[Any]:
     return dp.shuffle(buffer=draw(st.integers(1, 8)), name=draw(st.none() | _NAMES))
+
+
+def _sample(draw: Draw) -> Pipe[Any]:
+    name = draw(st.none() | _NAMES)
+    if draw(st.booleans()):
+        return dp.sample(name=name)  # every element once, in a random order
+    return dp.sample(draw(_COUNTS), replace=True, name=name)  # any count, with repeats
+
+
+def _split(draw: Draw) -> Pipe[Any]:
+    sizes = draw(st.sampled_from([(0.5, 0.5), (0.7, 0.2, 0.1), (1.0,)]))
+    part = draw(st.integers(0, len(sizes) - 1))
+    return dp.split(sizes, part, seed=draw(st.integers(0, 3)), shuffle=draw(st.booleans()))
 
 
 def _take(draw: Draw) -> Pipe[Any]:
@@ -140,6 +154,8 @@ STAGES: tuple[StageBuilder, ...] = (
     StageBuilder("map_rng", _map_rng, keeps_random_access=True),
     StageBuilder("shuffle", _shuffle, needs_random_access=True, keeps_random_access=True),
     StageBuilder("shuffle_buffer", _shuffle_buffer, keeps_random_access=True),
+    StageBuilder("sample", _sample, needs_random_access=True, keeps_random_access=True),
+    StageBuilder("split", _split, needs_random_access=True, keeps_random_access=True),
     StageBuilder("enumerate", _enumerate, cost=2, keeps_random_access=True),
     StageBuilder("batch_unbatch", _batch_unbatch, cost=2),
     StageBuilder("batch_sum", _batch_sum, cost=2),
