@@ -14,6 +14,7 @@ from .stages.batch import batch as batch
 from .stages.batch import unbatch as unbatch
 from .stages.collate import collate as collate
 from .stages.filter import filter as filter
+from .stages.interleave import interleave as interleave
 from .stages.map import flat_map as flat_map
 from .stages.map import map as map
 from .stages.map import parallel_map as parallel_map
@@ -42,6 +43,7 @@ __all__ = [
     "from_arrays",
     "from_iterable",
     "from_sequence",
+    "interleave",
     "map",
     "parallel_map",
     "prefetch",

@@ -29,6 +29,7 @@ from .stages._kernel import MAP, POSITION, ElementOp, apply_ops, plain_maps
 from .stages._kinds import ElementStage, IndexStage
 from .stages.batch import Batch, batch_iter
 from .stages.collate import Collate
+from .stages.interleave import Interleave
 from .stages.map import ParallelMap
 from .stages.positions import Enumerate
 from .stages.prefetch import Prefetch
@@ -87,6 +88,10 @@ class Plan:
     last_index_stage: int = 0
     #: with ``compile(stats=True)``: the source's fetch, metered (see ``metered``)
     fetch_meter: Meter | None = None
+    #: head stages that read a stream after the index head of a random-access source
+    #: (``interleave`` and what follows it there): the head then fetches the elements itself
+    #: and hands the workers a stream
+    stream_ops: tuple[tuple[int, Stage], ...] = ()
     #: the maps of a random-access plan fused into one C-level loop, when they are all
     #: plain maps (the common, fast case); else None
     _fused: tuple[tuple[Stage, Any], ...] | None = attrs.field(init=False)
@@ -100,7 +105,8 @@ class Plan:
 
     @property
     def random_access(self) -> bool:
-        return self.source.keeps_random_access
+        """Whether the head hands the workers indices (else a stream of elements)."""
+        return self.source.keeps_random_access and not self.stream_ops
 
     @property
     def has_positions(self) -> bool:
@@ -138,14 +144,34 @@ class Plan:
 
     def stream_units(self, ctx: EpochContext) -> Iterator[tuple[Any, Any, tuple[int, ...]]]:
         """The head of a stream plan: ``(key, element, positions)`` in epoch order."""
-        elements = self.source.stream(iter(()), ctx, 0)  # notes a failing read with its key
-        items: Iterator[Item] = ((k, (x, ())) for k, x in elements)
-        for stage_key, stage in self.index_ops:
+        items: Iterator[Item]
+        if self.source.keeps_random_access:  # indices first, then the stream (interleave)
+            items, ops = self._fetched(ctx), self.stream_ops
+        else:
+            elements = self.source.stream(iter(()), ctx, 0)  # notes a failing read with its key
+            items, ops = ((k, (x, ())) for k, x in elements), self.index_ops
+        for stage_key, stage in ops:
             if isinstance(stage, Enumerate):
                 items = _add_position(items)
+            elif isinstance(stage, Interleave):  # it reads values: no position before it (plan)
+                values = stage.stream(((k, x) for k, (x, _) in items), ctx, stage_key)
+                items = ((k, (y, ())) for k, y in values)
             else:
                 items = stage.stream(items, ctx, stage_key)
         return ((k, x, pos) for k, (x, pos) in items)
+
+    def _fetched(self, ctx: EpochContext) -> Iterator[Item]:
+        """The elements the index head selects, fetched here, as a stream."""
+        table = self.index_table(ctx)
+        fetch = self.source.fetcher()
+        for start in range(0, len(table), _CHUNK):
+            for index in table.units(start, start + _CHUNK):
+                try:
+                    x = fetch(index)
+                except Exception as exc:
+                    ctx.failed(exc, self.source, index)
+                    continue
+                yield index, (x, ())
 
     # -- segment ---------------------------------------------------------------
     def run_units(self, units: Sequence[Any] | Iterator[Any], ctx: EpochContext) -> Iterator[Item]:
@@ -462,6 +488,7 @@ def plan(pipe: Pipe[Any], *, skipping: bool = False) -> Plan:
         else Placement(source, HEAD, "reads the stream in order")
     ]
     index_ops: list[tuple[int, Stage]] = []
+    stream_ops: list[tuple[int, Stage]] = []  # after a random-access head turns into a stream
     element_ops: list[ElementOp] = []
     batch: Batch | None = None
     batch_ops: list[ElementOp] = []
@@ -477,15 +504,23 @@ def plan(pipe: Pipe[Any], *, skipping: bool = False) -> Plan:
         if isinstance(stage, Prefetch):
             ahead = max(ahead or 0, stage.n)
             placements.append(Placement(stage, WORKERS, "the segment runs ahead"))
+        elif phase == "head" and isinstance(stage, Interleave) and not element_ops:
+            # (what it reads has passed through no element stage and no enumerate)
+            if source.keeps_random_access and not stream_ops:  # the head turns into a stream
+                placements[0] = Placement(source, HEAD, f"fetched here for {stage!r}")
+            (stream_ops if source.keeps_random_access else index_ops).append((stage_key, stage))
+            last_index_stage = pos + 1
+            placements.append(Placement(stage, HEAD, "reads its inputs' streams here, before "
+                                                     "the workers"))
         elif phase == "head" and isinstance(stage, (IndexStage, Enumerate)):
             if isinstance(stage, Enumerate):
-                column = sum(isinstance(s, Enumerate) for _, s in index_ops)
+                column = sum(isinstance(s, Enumerate) for _, s in (*index_ops, *stream_ops))
                 element_ops.append((POSITION, column, stage, stage_key))
-            index_ops.append((stage_key, stage))
+            (stream_ops if stream_ops else index_ops).append((stage_key, stage))
             last_index_stage = pos + 1  # its place in pipe.stages
             placements.append(
                 Placement(stage, HEAD, "index arithmetic, no element is read")
-                if source.keeps_random_access
+                if source.keeps_random_access and not stream_ops
                 else Placement(stage, HEAD, "on the stream as it is read, before the workers")
             )
         elif isinstance(stage, ElementStage):
@@ -516,12 +551,16 @@ def plan(pipe: Pipe[Any], *, skipping: bool = False) -> Plan:
         for _, stage in tail[1:]:
             placements.append(Placement(stage, TAIL, f"after {first!r}"))
     return Plan(pipe, source, tuple(index_ops), tuple(element_ops), batch, tuple(batch_ops),
-                tail, tuple(placements), pool, ahead, last_index_stage)
+                tail, tuple(placements), pool, ahead, last_index_stage,
+                stream_ops=tuple(stream_ops))
 
 
 def _tail_reason(stage: Stage, one_to_one: bool) -> str:
     if isinstance(stage, Prefetch):
         return "runs what comes before it on a background thread"
+    if isinstance(stage, Interleave):
+        return ("mixes its inputs' streams, here after the workers (it runs before them only "
+                "right after the source and stages on indices: no map or enumerate before it)")
     if not one_to_one:
         return "needs the stream in order: a filter or flat_map before it changes the count"
     return "needs the stream in order"

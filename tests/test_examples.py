@@ -76,12 +76,25 @@ def test_checkpoint() -> None:
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
+def test_shards() -> None:
+    out = run("examples/shards.py").stdout
+    assert "epoch 0: 19 batches, every record once: True" in out, out
+    assert "the first batch mixes 4 shards" in out, out
+    assert "interleave(read_shard, cycle_length=4)  main" in out, out  # explain()
+    assert "compile(workers=2) equals the reference: True" in out, out
+    assert "resumed after 5 batches, the rest is the same: True" in out, out
+    assert "ranks read disjoint shards that cover all: True" in out, out
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 30)
 def test_my_pipeline_example_passes_under_pytest() -> None:
     out = run("-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/test_my_pipeline.py").stdout
     assert " passed" in out and "failed" not in out, out
 
 
 def test_every_example_is_run() -> None:
-    run_here = {"quickstart.py", "streaming_io.py", "checkpoint.py", "test_my_pipeline.py"}
+    run_here = {
+        "quickstart.py", "streaming_io.py", "checkpoint.py", "shards.py", "test_my_pipeline.py"
+    }
     elsewhere = {"ddp.py"}  # tests/test_distributed.py
     assert {p.name for p in EXAMPLES.glob("*.py")} == run_here | elsewhere

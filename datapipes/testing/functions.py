@@ -77,6 +77,12 @@ def range_of(x: int) -> range:
     return range(x % 4)
 
 
+def records_of(x: int) -> Iterator[int]:
+    """``x``, ``x + 1000``, ``x + 2000``, ...: a stream of ``x % 4`` records (0 to 3) that
+    tell which element they came from, as a shard's records do (for ``interleave``)."""
+    return (x + 1000 * j for j in range(x % 4))
+
+
 def add_noise(x: int, rng: np.random.Generator) -> int:
     """``x`` plus a random int in ``[0, 1000)`` drawn from ``rng`` (for ``map(rng=True)``)."""
     return x + int(rng.integers(1000))

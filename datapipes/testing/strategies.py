@@ -111,6 +111,12 @@ def _split(draw: Draw) -> Pipe[Any]:
     return dp.split(sizes, part, seed=draw(st.integers(0, 3)), shuffle=draw(st.booleans()))
 
 
+def _interleave(draw: Draw) -> Pipe[Any]:
+    fn = draw(st.sampled_from([fns.records_of, fns.repeat_twice]))
+    return dp.interleave(fn, cycle_length=draw(st.integers(1, 4)),
+                         block_length=draw(st.integers(1, 3)))
+
+
 def _take(draw: Draw) -> Pipe[Any]:
     return dp.take(draw(_COUNTS))
 
@@ -156,6 +162,7 @@ STAGES: tuple[StageBuilder, ...] = (
     StageBuilder("shuffle_buffer", _shuffle_buffer, keeps_random_access=True),
     StageBuilder("sample", _sample, needs_random_access=True, keeps_random_access=True),
     StageBuilder("split", _split, needs_random_access=True, keeps_random_access=True),
+    StageBuilder("interleave", _interleave),
     StageBuilder("enumerate", _enumerate, cost=2, keeps_random_access=True),
     StageBuilder("batch_unbatch", _batch_unbatch, cost=2),
     StageBuilder("batch_sum", _batch_sum, cost=2),
