@@ -327,6 +327,16 @@ def test_functions_are_documented_and_pickle_by_reference(name: str) -> None:
     assert pickle.loads(pickle.dumps(obj)) is obj
 
 
+def test_every_public_function_is_exported() -> None:
+    """The strategies draw pipes whose repr names these functions: ``from
+    datapipes.testing.functions import *`` must bring them all back."""
+    defined = {
+        name for name, obj in vars(fns).items()
+        if not name.startswith("_") and getattr(obj, "__module__", None) == fns.__name__
+    }
+    assert defined == set(fns.__all__)
+
+
 def test_replay_is_a_value() -> None:
     replay = fns.Replay([1, 2])
     assert replay == fns.Replay((1, 2))

@@ -25,14 +25,21 @@ _AFTER_SOURCE = (
 )
 
 
-def _pick(items: Iterator[Item], positions: np.ndarray) -> Iterator[Item]:
-    """The stage-by-stage definition: the whole input, then the chosen positions."""
-    everything = list(items)
-    return (everything[j] for j in positions.tolist())
+class _Selection(IndexStage):
+    """Chooses positions of the whole input: its stage-by-stage definition (``stream``)
+    takes the input, then yields the chosen positions."""
+
+    def select(self, n: int, ctx: EpochContext, stage_key: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
+        everything = list(items)
+        positions = self.select(len(everything), ctx, stage_key)
+        return (everything[j] for j in positions.tolist())
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class Sample(IndexStage):
+class Sample(_Selection):
     call_name: ClassVar[str] = "sample"
     keeps_random_access: ClassVar[bool] = True
     n: int | None = positional(default=None)
@@ -68,10 +75,6 @@ class Sample(IndexStage):
             return np.zeros(0, dtype=np.int64)
         rng = ctx.stage_rng(stage_key)
         return rng.choice(n, size=size, replace=self.replace, p=p).astype(np.int64)
-
-    def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
-        everything = list(items)
-        return _pick(iter(everything), self.select(len(everything), ctx, stage_key))
 
 
 def sample(
@@ -127,7 +130,7 @@ def sample(
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class Split(IndexStage):
+class Split(_Selection):
     call_name: ClassVar[str] = "split"
     keeps_random_access: ClassVar[bool] = True
     sizes: tuple[float, ...] | tuple[int, ...] = positional()
@@ -164,10 +167,6 @@ class Split(IndexStage):
             .permutation(n) if self.shuffle else np.arange(n)
         )
         return np.sort(order[start : start + counts[self.part]])
-
-    def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
-        everything = list(items)
-        return _pick(iter(everything), self.select(len(everything), ctx, stage_key))
 
 
 def split(

@@ -31,6 +31,7 @@ __all__ = [
     "negate",
     "not_multiple_of_3",
     "range_of",
+    "records_of",
     "repeat_twice",
     "row_to_int",
     "sum_batch",
