@@ -185,7 +185,7 @@ class ProcessPool:
                 if self.start_method == "spawn":
                     proc = SpawnedProcess((task_worker.fileno(), result_worker.fileno()))
                     # told what to run once all have started: they start up side by side
-                    spawned.append((task_main, (payload, *args[3:6], args[7])))
+                    spawned.append((task_main, (payload, os.getpid(), w, timeout, prefetch + 2)))
                 else:
                     proc = ctx.Process(
                         target=process_main, args=args, daemon=True, name="datapipes-worker"
