@@ -182,7 +182,7 @@ class ProcessPool:
                 args = (payload, task_worker, result_worker, os.getpid(), w, timeout,
                         inherited, prefetch + 2)
                 proc: Any
-                if self.start_method == "spawn":
+                if self.start_method == "spawn" and sys.executable:  # (else: embedded Python)
                     proc = SpawnedProcess((task_worker.fileno(), result_worker.fileno()))
                     # told what to run once all have started: they start up side by side
                     spawned.append((task_main, (payload, os.getpid(), w, timeout, prefetch + 2)))
