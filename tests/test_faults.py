@@ -298,10 +298,13 @@ def outcome(values: Iterable[Any]) -> tuple[list[Any], str | None]:
     return out, None if error is None else repr(error)
 
 
-def start_script(mode: str, backend: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+def start_script(
+    mode: str, backend: str, start_method: str | None = None
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     """Start ``fault_scripts/hold_loader.py`` in a session of its own; its JSON report."""
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "hold_loader.py"), mode, backend],
+        [sys.executable, str(SCRIPTS / "hold_loader.py"), mode, backend,
+         *([start_method] if start_method else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -450,13 +453,16 @@ def slow_after_the_first_batch(x: int) -> int:
 
 
 @pytest.mark.timeout(60)
-def test_a_worker_killed_from_outside_is_reported_at_once_while_another_is_busy() -> None:
+@pytest.mark.parametrize("start_method", [None, "spawn"])
+def test_a_worker_killed_from_outside_is_reported_at_once_while_another_is_busy(
+    start_method: str | None,
+) -> None:
     # An out-of-memory kill is a SIGKILL from the kernel: this is how it looks to the loader.
     # The first batch is ready at once; every later one takes 4 s, so when worker 1 is
     # killed, worker 0 is in the middle of a long task: the error must not wait for it.
     pipe = dp.from_sequence(range(400)) | dp.map(slow_after_the_first_batch) | dp.batch(4)
     before = resources()
-    loader = pipe.compile(workers=2, prefetch=2)
+    loader = pipe.compile(workers=2, prefetch=2, start_method=start_method)
     pids: list[int] = []
     try:
         it = iter(loader)
@@ -594,10 +600,15 @@ def test_stopping_a_loader_mid_epoch_stops_every_worker_and_thread(how: str, bac
         kill_leftovers(pids)
 
 
+#: how the scripts run their loader: each backend, and process workers spawned (which start
+#: as a bare interpreter of datapipes' own, not through multiprocessing)
+SCRIPT_RUNS = [("process", None), ("thread", None), ("process", "spawn")]
+
+
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_the_end_of_the_program_stops_every_worker(backend: str) -> None:
-    proc, info = start_script("exit", backend)
+@pytest.mark.parametrize(("backend", "start_method"), SCRIPT_RUNS)
+def test_the_end_of_the_program_stops_every_worker(backend: str, start_method: str | None) -> None:
+    proc, info = start_script("exit", backend, start_method)
     try:
         proc.wait(timeout=30)
         wait_gone(info["workers"])  # before reading the output: a live worker holds its pipe
@@ -614,11 +625,13 @@ def test_the_end_of_the_program_stops_every_worker(backend: str) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("attempt", range(3))  # a Ctrl-C lands anywhere: try a few places
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_ctrl_c_shows_one_traceback_and_leaves_no_worker(backend: str, attempt: int) -> None:
+@pytest.mark.parametrize(("backend", "start_method"), SCRIPT_RUNS)
+def test_ctrl_c_shows_one_traceback_and_leaves_no_worker(
+    backend: str, start_method: str | None, attempt: int
+) -> None:
     """Also: the Ctrl-C is never lost (it once could be, when it landed in the finalizer that
     gives a dropped batch's shared memory back: the script then ran on)."""
-    proc, info = start_script("loop", backend)
+    proc, info = start_script("loop", backend, start_method)
     try:
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole process group
         proc.wait(timeout=30)
@@ -635,9 +648,12 @@ def test_ctrl_c_shows_one_traceback_and_leaves_no_worker(backend: str, attempt: 
 
 # -- 5. the main process killed ---------------------------------------------------------------
 @pytest.mark.timeout(60)
-def test_workers_of_a_killed_main_process_exit_and_leave_nothing_in_dev_shm() -> None:
+@pytest.mark.parametrize("start_method", [None, "spawn"])
+def test_workers_of_a_killed_main_process_exit_and_leave_nothing_in_dev_shm(
+    start_method: str | None,
+) -> None:
     shm_before = shm()
-    proc, info = start_script("hold", "process")
+    proc, info = start_script("hold", "process", start_method)
     try:
         workers = [psutil.Process(p) for p in info["workers"]]
         assert len(workers) == 2 and all(alive(w) for w in workers)

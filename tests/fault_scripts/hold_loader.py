@@ -1,8 +1,9 @@
 """Run a loader in a process of its own, for tests that kill, interrupt or abandon it.
 
-Usage: ``python hold_loader.py MODE BACKEND``. The script builds a loader over arrays large
-enough to travel through shared memory, takes a few batches (so work is in flight), prints one
-JSON line ``{"pid": ..., "workers": [...], "threads": [...]}`` and then, by MODE:
+Usage: ``python hold_loader.py MODE BACKEND [START_METHOD]``. The script builds a loader over
+arrays large enough to travel through shared memory, takes a few batches (so work is in
+flight), prints one JSON line ``{"pid": ..., "workers": [...], "threads": [...]}`` and then, by
+MODE:
 
 * ``hold``: sleeps, in the middle of an epoch, until it is killed;
 * ``exit``: returns from the script without closing the loader (the end of the program);
@@ -28,9 +29,9 @@ def slow_image(i: int) -> np.ndarray:
     return np.full((128, 128), i, dtype=np.float32)
 
 
-def main(mode: str, backend: str) -> None:
+def main(mode: str, backend: str, start_method: str | None = None) -> None:
     pipe = dp.from_sequence(range(10_000)) | dp.map(slow_image) | dp.batch(4) | dp.collate()
-    loader = pipe.compile(workers=2, backend=backend, prefetch=2)
+    loader = pipe.compile(workers=2, backend=backend, prefetch=2, start_method=start_method)
     it = iter(loader)
     for _ in range(3):
         next(it)
@@ -49,4 +50,4 @@ def main(mode: str, backend: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])
