@@ -11,6 +11,7 @@ import contextlib
 import gc
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import threading
@@ -371,6 +372,21 @@ def test_main_module_classes_in_workers(start_method: str, tmp_path: Any) -> Non
     assert report["x"] == [[[i] * 3 for i in range(s, s + 4)] for s in (0, 4)]
     assert report["tensors"] and report["recs_are_main_class"] and report["caught"]
     assert report["torch_in_workers"] == [False] * 8
+
+
+@pytest.mark.timeout(60)
+def test_a_spawned_worker_sees_this_process_path_also_path_objects(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    (tmp_path / "only_on_this_path.py").write_text("def triple(x):\n    return 3 * x\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    sys.path.insert(0, pathlib.Path(tmp_path))  # some tools put Path objects there
+    import only_on_this_path  # type: ignore[import-not-found]
+
+    pipe = dp.from_sequence(range(6)) | dp.map(only_on_this_path.triple)
+    with pipe.compile(workers=2, start_method="spawn", timeout=30) as loader:
+        assert list(loader) == [0, 3, 6, 9, 12, 15]
+    sys.modules.pop("only_on_this_path", None)
 
 
 @pytest.mark.timeout(60)

@@ -93,8 +93,9 @@ class SpawnedProcess:
 
     def start(self) -> None:
         # the worker sees this process's sys.path, so it imports what this process would
+        path = [os.fspath(p) for p in sys.path if isinstance(p, (str, os.PathLike))]
         code = (
-            f"import sys; sys.path[:] = {sys.path!r}; "
+            f"import sys; sys.path[:] = {path!r}; "
             "from datapipes.executors.worker import spawned_main; "
             f"spawned_main({self.channel_fds[0]}, {self.channel_fds[1]})"
         )
