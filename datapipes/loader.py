@@ -153,7 +153,6 @@ class Loader:
         )
         if stats and self._worker_plan is not self._plan:
             self._worker_plan = self._worker_plan.metered()
-        self._resumable = all(resumable(stage) for _, stage in self._plan.tail)
         self._epoch = 0
         #: ``(epoch, position after the last output delivered, outputs delivered)`` while
         #: an epoch runs

@@ -243,14 +243,17 @@ class ProcessPool:
         another. The next ``send`` or ``poll`` tells the worker."""
         self._lent[weakref.ref(shared, self._freed.append)] = (worker, chunk_id)
 
-    def _send_freed(self, freed: dict[int, list[int]] | None = None) -> None:
-        freed = {} if freed is None else freed
+    def _send_freed(self) -> None:
+        freed: dict[int, list[int]] = {}
         while self._freed:
             worker, chunk_id = self._lent.pop(self._freed.popleft())
             freed.setdefault(worker, []).append(chunk_id)
         for worker, chunk_ids in freed.items():
-            with contextlib.suppress(OSError):
-                self._send(worker, ("free", chunk_ids))
+            self._give_back(worker, chunk_ids)
+
+    def _give_back(self, worker: int, chunk_ids: list[int]) -> None:
+        with contextlib.suppress(OSError):
+            self._send(worker, ("free", chunk_ids))
 
     def poll(self, epoch_id: int, timeout: float, outstanding: list[int]) -> list[Reply]:
         """Replies that arrived within ``timeout`` seconds; results of other epochs are not
@@ -284,7 +287,7 @@ class ProcessPool:
                     payload = transport.loads(body, fds, sizes, functools.partial(self._lend, w))
                 else:
                     transport.close_fds(fds)
-                    self._send_freed({w: [chunk_id for chunk_id, _ in sizes]})
+                    self._give_back(w, [chunk_id for chunk_id, _ in sizes])  # never mapped
                     payload = None
             # the next task in this worker's queue starts now
             self._busy_since[w] = time.monotonic() if outstanding[w] > 1 else None

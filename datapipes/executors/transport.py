@@ -191,17 +191,16 @@ class Arena:
 
     def sent(self) -> None:
         """The result went out: its chunks are the main process's until it returns them."""
-        if self.pool is not None:
-            self.pool.lend(self.chunks)
-        else:
-            for chunk in self.chunks:
-                chunk.close()
-        self.chunks, self.used = [], []
+        self._hand_over(None if self.pool is None else self.pool.lend)
 
     def release(self) -> None:
         """The result was not sent: its chunks are free again."""
-        if self.pool is not None:
-            self.pool.put_back(self.chunks)
+        self._hand_over(None if self.pool is None else self.pool.put_back)
+
+    def _hand_over(self, to_pool: Callable[[list[Chunk]], None] | None) -> None:
+        """Give the chunks to the pool, or close them when there is none; start empty."""
+        if to_pool is not None:
+            to_pool(self.chunks)
         else:
             for chunk in self.chunks:
                 chunk.close()

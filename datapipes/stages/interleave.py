@@ -20,8 +20,6 @@ from .._seeds import Key, sub_key
 @attrs.frozen(kw_only=True, repr=False)
 class Interleave(Stage):
     call_name: ClassVar[str] = "interleave"
-    #: plans in the head: it reads the stream there, before the workers (see ``plan``)
-    reads_in_head: ClassVar[bool] = True
     fn: Callable[[Any], Iterable[Any]] = positional()
     cycle_length: int
     block_length: int = 1
