@@ -9,11 +9,14 @@ them alike.
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def alternate(
@@ -71,6 +74,28 @@ def print_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> Non
     print("|" + "|".join("-" * (w + 1) + (":" if r else "-") for w, r in columns) + "|")
     for row in cells:
         print(line(row))
+
+
+def timed_row(
+    name: str, times: Sequence[float], baseline: float | None, *cells: str
+) -> tuple[str, ...]:
+    """A table row: the system, its best and median seconds, ``cells``, and its speed
+    against ``baseline``'s best time ("-" without one)."""
+    best = min(times)
+    ratio = "-" if baseline is None else f"{baseline / best:.2f}×"
+    return (name, f"{best:.3f}", f"{statistics.median(times):.3f}", *cells, ratio)
+
+
+def import_peers(modules: dict[str, str]) -> dict[str, Any]:
+    """``{system: module}`` for each peer whose module imports (``modules`` maps a system's
+    name to its module); the others are announced as not installed and skipped."""
+    found: dict[str, Any] = {}
+    for name, module in modules.items():
+        try:
+            found[name] = importlib.import_module(module)
+        except ImportError as exc:
+            print(f"{name}: not installed ({exc}); skipped")
+    return found
 
 
 def _numeric(text: str) -> bool:

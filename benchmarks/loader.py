@@ -63,15 +63,14 @@ import functools
 import gc
 import multiprocessing as mp
 import os
-import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import _work
-from _rounds import alternate, machine, print_table
+from _rounds import alternate, import_peers, machine, print_table, timed_row
 
 WORKERS = 2
 SPIN_SECONDS = 0.002
@@ -192,28 +191,9 @@ def raise_malloc_thresholds() -> None:
 
 def peers() -> dict[str, Any]:
     """The peer libraries that import, by system name; those that do not are announced."""
-    found: dict[str, Any] = {}
-    try:
-        import torch.utils.data
-
-        found["DataLoader"] = torch.utils.data
-    except ImportError as exc:
-        print(f"DataLoader: not installed ({exc}); skipped")
-    try:
-        import torchdata
-        import torchdata.nodes
-
-        found["torchdata.nodes"] = torchdata.nodes
-        found["_torchdata_version"] = torchdata.__version__
-    except ImportError as exc:
-        print(f"torchdata.nodes: not installed ({exc}); skipped")
-    try:
-        import grain
-
-        found["Grain"] = grain
-    except ImportError as exc:
-        print(f"Grain: not installed ({exc}); skipped")
-    return found
+    return import_peers(
+        {"DataLoader": "torch.utils.data", "torchdata.nodes": "torchdata.nodes", "Grain": "grain"}
+    )
 
 
 def nodes_loader(
@@ -312,6 +292,19 @@ def close(it: Any) -> None:
         closer()
 
 
+def alternate_then_close(
+    systems: dict[str, Any], rounds: int, closers: list[Callable[[], None]]
+) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
+    """``alternate`` the systems (their times and runs), then stop what ``closers`` stop
+    (warm loaders, helper processes), also when a run fails."""
+    results: dict[str, list[Any]] = {}
+    try:
+        return alternate(systems, rounds, results=results), results
+    finally:
+        for stop in closers:
+            stop()
+
+
 # -- workload 1: CPU-bound map ---------------------------------------------------------------
 
 
@@ -331,51 +324,13 @@ def cpu_systems(
         return run
 
     pipe = dp.from_sequence(range(n)) | dp.map(fn)
-
-    def datapipes() -> Run:
-        start = time.perf_counter()
-        with pipe.compile(workers=WORKERS, start_method="fork") as loader:
-            return drain(loader, start, touch_item)
-
+    dataset = _work.Mapped(range(n), fn)
     systems: dict[str, Any] = {"serial (this process)": serial, "Pool(2).imap": pool}
-    systems["datapipes"] = datapipes
-    if "DataLoader" in found:
-        tud = found["DataLoader"]
-
-        def dataloader() -> Run:
-            start = time.perf_counter()
-            dl = tud.DataLoader(
-                _work.Mapped(range(n), fn),
-                batch_size=None,
-                num_workers=WORKERS,
-                multiprocessing_context="fork",
-            )
-            return drain(dl, start, touch_item)
-
-        systems["DataLoader"] = dataloader
-    if "torchdata.nodes" in found:
-        tn = found["torchdata.nodes"]
-
-        def nodes() -> Run:
-            start = time.perf_counter()
-            loader, mapper = nodes_loader(tn, range(n), fn, "fork", None)
-            run = drain(loader, start, touch_item)
-            nodes_shutdown(mapper)
-            return run
-
-        systems["torchdata.nodes"] = nodes
-    if "Grain" in found:
-        grain = found["Grain"]
-
-        def grain_run() -> Run:
-            start = time.perf_counter()
-            it = grain_iter(grain, grain.MapDataset.range(n).map(fn))
-            run = drain(it, start, touch_item)
-            close(it)
-            return run
-
-        systems["Grain (spawn)"] = grain_run
-    systems |= warm_systems(pipe, _work.Mapped(range(n), fn), None, touch_item, found, closers)
+    systems |= loader_systems(
+        pipe, dataset, fn, lambda grain: grain.MapDataset.range(n).map(fn), None, touch_item,
+        found, "fork",
+    )
+    systems |= warm_systems(pipe, dataset, None, touch_item, found, closers)
     return systems
 
 
@@ -383,30 +338,17 @@ def cpu_workload(n: int, rounds: int, loops: int, found: dict[str, Any]) -> list
     fn = functools.partial(_work.spin, loops=loops)
     closers: list[Callable[[], None]] = []
     systems = cpu_systems(n, fn, found, closers)
-    results: dict[str, list[Any]] = {}
-    try:
-        times = alternate(systems, rounds, results=results)
-    finally:
-        for stop in closers:
-            stop()
+    times, results = alternate_then_close(systems, rounds, closers)
     expected = sum(fn(i) for i in range(n))
     check(results, lambda r: (r.amount, r.checksum), (n, expected), "CPU-bound map")
     serial = n / min(times["serial (this process)"])
     dl_best = min(times["DataLoader"]) if "DataLoader" in times else None
     rows = []
     for name, ts in times.items():
-        best = min(ts)
-        rate = n / best
+        rate = n / min(ts)
         workers = 1 if name.startswith("serial") else WORKERS
         rows.append(
-            (
-                name,
-                f"{best:.3f}",
-                f"{statistics.median(ts):.3f}",
-                f"{rate:,.0f}",
-                f"{rate / (workers * serial):.1%}",
-                "-" if dl_best is None else f"{dl_best / best:.2f}×",
-            )
+            timed_row(name, ts, dl_best, f"{rate:,.0f}", f"{rate / (workers * serial):.1%}")
         )
     print(
         f"\n### 1. CPU-bound map: {n} elements × {SPIN_SECONDS * 1e3:.0f} ms (spin loops = "
@@ -432,80 +374,89 @@ def array_systems(
 ) -> dict[str, Any]:
     """The loaders of workload 2 (each run returns a :class:`Run`); with ``first_only``, each
     stops after the first batch (time to first batch), shutdown left out of ``Run.first``."""
-    pipe = array_pipe(n, batch)
-    systems: dict[str, Any] = {}
+    from torch.utils.data import default_collate
+
+    dataset = _work.Mapped(range(n), _work.image)
+    return loader_systems(
+        array_pipe(n, batch), dataset, _work.FetchAndCollate(dataset, default_collate),
+        lambda grain: grain.MapDataset.range(n).map(_work.image).batch(batch), batch,
+        touch_batch, found, method, first_only=first_only,
+    )
+
+
+def measure(
+    it: Iterator[Any], start: float, touch: Callable[[Any], tuple[int, float]], first_only: bool
+) -> Run:
+    """Time ``it`` from ``start``: to its end, or (``first_only``) to its first item."""
+    if not first_only:
+        return drain(it, start, touch)
+    b = next(it)
+    first = time.perf_counter() - start
+    return Run(*touch(b), first, first)
+
+
+def loader_systems(
+    pipe: Any,
+    dataset: Any,
+    nodes_fn: Callable[[Any], Any],
+    grain_ds: Callable[[Any], Any],
+    batch: int | None,
+    touch: Callable[[Any], tuple[int, float]],
+    found: dict[str, Any],
+    method: str,
+    *,
+    first_only: bool = False,
+) -> dict[str, Any]:
+    """datapipes (``pipe``) and the peers on the same work, started with ``method``, each run
+    a fresh loader stopped at its end: DataLoader over ``dataset``, torchdata.nodes mapping
+    ``nodes_fn`` over indices (lists of indices with ``batch``), Grain over ``grain_ds(grain)``
+    (it always spawns: not among the first batches with fork)."""
 
     def datapipes() -> Run:
         start = time.perf_counter()
         with pipe.compile(workers=WORKERS, start_method=method) as loader:
-            if first_only:
-                it = iter(loader)
-                b = next(it)
-                first = time.perf_counter() - start
-                run = Run(*touch_batch(b), first, first)
-                del b
-                close(it)
-                return run
-            return drain(loader, start, touch_batch)
+            it = iter(loader)
+            run = measure(it, start, touch, first_only)
+            close(it)
+            return run
 
-    systems["datapipes"] = datapipes
+    systems: dict[str, Any] = {"datapipes": datapipes}
     if "DataLoader" in found:
         tud = found["DataLoader"]
 
         def dataloader() -> Run:
             start = time.perf_counter()
             dl = tud.DataLoader(
-                _work.Mapped(range(n), _work.image),
-                batch_size=batch,
-                num_workers=WORKERS,
-                multiprocessing_context=method,
+                dataset, batch_size=batch, num_workers=WORKERS, multiprocessing_context=method
             )
-            if first_only:
-                it = iter(dl)
-                b = next(it)
-                first = time.perf_counter() - start
-                run = Run(*touch_batch(b), first, first)
-                del b
-                it._shutdown_workers()
-                return run
-            return drain(dl, start, touch_batch)
+            it = iter(dl)
+            run = measure(it, start, touch, first_only)
+            it._shutdown_workers()
+            return run
 
         systems["DataLoader"] = dataloader
     if "torchdata.nodes" in found:
         tn = found["torchdata.nodes"]
-        from torch.utils.data import default_collate
-
-        fetch = _work.FetchAndCollate(_work.Mapped(range(n), _work.image), default_collate)
 
         def nodes() -> Run:
             start = time.perf_counter()
-            loader, mapper = nodes_loader(tn, range(n), fetch, method, batch)
-            if first_only:
-                b = next(iter(loader))
-                first = time.perf_counter() - start
-                run = Run(*touch_batch(b), first, first)
-            else:
-                run = drain(loader, start, touch_batch)
+            loader, mapper = nodes_loader(tn, range(len(dataset)), nodes_fn, method, batch)
+            run = measure(iter(loader), start, touch, first_only)
             nodes_shutdown(mapper)
             return run
 
         systems["torchdata.nodes"] = nodes
-    if "Grain" in found and method == "spawn":
+    if "Grain" in found and (method == "spawn" or not first_only):
         grain = found["Grain"]
 
         def grain_run() -> Run:
             start = time.perf_counter()
-            it = grain_iter(grain, grain.MapDataset.range(n).map(_work.image).batch(batch))
-            if first_only:
-                b = next(it)
-                first = time.perf_counter() - start
-                run = Run(*touch_batch(b), first, first)
-            else:
-                run = drain(it, start, touch_batch)
+            it = grain_iter(grain, grain_ds(grain))
+            run = measure(it, start, touch, first_only)
             close(it)
             return run
 
-        systems["Grain (spawn)" if not first_only else "Grain"] = grain_run
+        systems["Grain" if first_only else "Grain (spawn)"] = grain_run
     return systems
 
 
@@ -541,12 +492,6 @@ def array_workload(n: int, batch: int, rounds: int, found: dict[str, Any]) -> li
         "serial (this process)": serial,
     }
     systems |= array_systems(n, batch, found, "fork")
-    if "Grain" in found:  # Grain spawns its workers whatever is asked
-        systems |= {
-            k: v
-            for k, v in array_systems(n, batch, found, "spawn").items()
-            if k.startswith("Grain")
-        }
     closers: list[Callable[[], None]] = []
     systems |= warm_systems(
         array_pipe(n, batch),
@@ -557,12 +502,7 @@ def array_workload(n: int, batch: int, rounds: int, found: dict[str, Any]) -> li
         closers,
     )
     closers.append(copier.close)
-    results: dict[str, list[Any]] = {}
-    try:
-        times = alternate(systems, rounds, results=results)
-    finally:
-        for stop in closers:
-            stop()
+    times, results = alternate_then_close(systems, rounds, closers)
     check(results, lambda r: (r.amount, r.checksum), (total, expected), "large arrays")
     # these run in child processes (see in_child, Copier): their own clocks, not the calls'
     for name in (
@@ -584,16 +524,8 @@ def array_workload(n: int, batch: int, rounds: int, found: dict[str, Any]) -> li
             if not name.startswith("memcpy")
             else total / best
         )
-        rows.append(
-            (
-                name,
-                f"{best:.3f}",
-                f"{statistics.median(ts):.3f}",
-                f"{total / best / 1e6:,.0f}",
-                f"{after / 1e6:,.0f}",
-                "-" if dl_best is None else f"{dl_best / best:.2f}×",
-            )
-        )
+        mb_s = f"{total / best / 1e6:,.0f}"
+        rows.append(timed_row(name, ts, dl_best, mb_s, f"{after / 1e6:,.0f}"))
     print(
         f"\n### 2. Large arrays: {n} × float32 3×224×224 ({total / 1e6:,.0f} MB), batch "
         f"{batch}, {WORKERS} workers, fork, best of {rounds} rounds\n"
@@ -874,8 +806,8 @@ def main(argv: list[str] | None = None) -> None:
         raise_malloc_thresholds()
     print(f"machine: {machine()}")
     versions = [f"numpy {__import__('numpy').__version__}"]
-    if "_torchdata_version" in found:
-        versions.append(f"torchdata {found['_torchdata_version']}")
+    if "torchdata.nodes" in found:
+        versions.append(f"torchdata {sys.modules['torchdata'].__version__}")
     if "Grain" in found:
         versions.append(f"grain {found['Grain'].__version__}")
     print("versions: " + ", ".join(versions))

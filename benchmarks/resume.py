@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import _work
-from _rounds import alternate, machine, print_table
+from _rounds import alternate, import_peers, machine, print_table
 
 import datapipes as dp
 
@@ -140,20 +140,7 @@ class GrainSystem:
 
 
 def peers() -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    try:
-        import torchdata.nodes
-
-        found["torchdata.nodes"] = torchdata.nodes
-    except ImportError as exc:
-        print(f"torchdata.nodes: not installed ({exc}); skipped")
-    try:
-        import grain
-
-        found["Grain"] = grain
-    except ImportError as exc:
-        print(f"Grain: not installed ({exc}); skipped")
-    return found
+    return import_peers({"torchdata.nodes": "torchdata.nodes", "Grain": "grain"})
 
 
 def same(a: Any, b: Any) -> bool:
