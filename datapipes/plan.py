@@ -163,15 +163,8 @@ class Plan:
     def _fetched(self, ctx: EpochContext) -> Iterator[Item]:
         """The elements the index head selects, fetched here, as a stream."""
         table = self.index_table(ctx)
-        fetch = self.source.fetcher()
-        for start in range(0, len(table), _CHUNK):
-            for index in table.units(start, start + _CHUNK):
-                try:
-                    x = fetch(index)
-                except Exception as exc:
-                    ctx.failed(exc, self.source, index)
-                    continue
-                yield index, (x, ())
+        indices = (i for s in range(0, len(table), _CHUNK) for i in table.units(s, s + _CHUNK))
+        return ((k, (x, ())) for k, x in self.source.read(indices, ctx))
 
     # -- segment ---------------------------------------------------------------
     def run_units(self, units: Sequence[Any] | Iterator[Any], ctx: EpochContext) -> Iterator[Item]:

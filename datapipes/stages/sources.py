@@ -60,7 +60,24 @@ class Source(Stage):
         """The elements of one epoch, in source order."""
         return builtins.map(self.fetcher(), range(self.size()))
 
+    def read(self, indices: Iterable[int], ctx: EpochContext) -> Iterator[Item]:
+        """``(index, element)`` for each of ``indices`` (random access only). An element
+        that cannot be fetched is noted with its index: raised, or dropped under skip."""
+        fetch = self.fetcher()
+        for index in indices:
+            try:
+                x = fetch(index)
+            except Exception as exc:
+                ctx.failed(exc, self, index)
+                continue
+            yield index, x
+
     def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
+        if self.keeps_random_access:
+            return self.read(range(self.size()), ctx)
+        return self._read_stream()
+
+    def _read_stream(self) -> Iterator[Item]:
         elements = self.elements()
         key = 0
         while True:
@@ -69,12 +86,8 @@ class Source(Stage):
             except StopIteration:
                 return
             except Exception as exc:
-                if not self.keeps_random_access:
-                    add_note(exc, self, key)
-                    raise  # a stream cannot go on after its iterator failed: never skip
-                ctx.failed(exc, self, key)
-                key += 1
-                continue
+                add_note(exc, self, key)
+                raise  # a stream cannot go on after its iterator failed: never skip
             yield key, x
             key += 1
 
