@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -69,17 +70,79 @@ def fn_repr(fn: object) -> str:
 
 
 def value_repr(value: object) -> str:
-    """A short repr of a parameter: full when small, summarised when large."""
+    """A short repr of a parameter: full when small, summarised when large.
+
+    It costs the same whatever the size of ``value``: a long container is summarised by its
+    type and length without looking at its items (a pipe's repr is taken per step, in error
+    messages and checkpoints, so it must never walk a dataset).
+
+    >>> value_repr([1, 2, 3]), value_repr(list(range(10**6)))
+    ('[1, 2, 3]', '<list of 1000000>')
+    """
     shape = getattr(value, "shape", None)
     if shape is not None and hasattr(value, "dtype"):
         return f"<{type(value).__name__} {value.dtype} {tuple(shape)}>"
     if callable(value):
         return fn_repr(value)
-    text = repr(value)
-    if len(text) <= 60:
+    text = _short_repr(value, _SHORT)
+    if text is not None:
         return text
-    size = f" of {len(value)}" if hasattr(value, "__len__") else ""
+    size = ""
+    with contextlib.suppress(Exception):
+        size = f" of {len(value)}"  # type: ignore[arg-type]
     return f"<{type(value).__name__}{size}>"  # not evaluable on purpose: never a different pipe
+
+
+#: the longest repr a parameter shows in full
+_SHORT = 60
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+def _longer_than(value: object, limit: int) -> bool:
+    try:
+        return len(value) > limit  # type: ignore[arg-type]
+    except Exception:  # no len, or one that fails
+        return False
+
+
+def _short_repr(value: Any, limit: int) -> str | None:
+    """``repr(value)`` when it has at most ``limit`` characters, else None; a container is
+    looked into only as far as ``limit`` allows (each item takes at least one character)."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return repr(value) if len(value) <= limit else None
+    if type(value) not in _CONTAINERS:
+        if type(value) is not range and _longer_than(value, limit):
+            return None  # a dataset, a deque, a list subclass: its repr may walk it
+        text = repr(value)  # a scalar, a range, a small object: its own repr decides
+        return text if len(text) <= limit else None
+    if len(value) > limit:
+        return None
+    if not value:
+        return repr(value)
+    parts: list[str] = []
+    budget = limit
+    for item in value.items() if isinstance(value, dict) else value:
+        part = _pair_repr(item, budget) if isinstance(value, dict) else _short_repr(item, budget)
+        budget -= 2 + (len(part) if part is not None else limit)
+        if part is None or budget < 0:
+            return None
+        parts.append(part)
+    inner = ", ".join(parts)
+    if isinstance(value, list):
+        text = f"[{inner}]"
+    elif isinstance(value, tuple):
+        text = f"({inner},)" if len(parts) == 1 else f"({inner})"
+    elif isinstance(value, frozenset):
+        text = f"frozenset({{{inner}}})"
+    else:  # a dict or a set
+        text = f"{{{inner}}}"
+    return text if len(text) <= limit else None
+
+
+def _pair_repr(pair: tuple[Any, Any], limit: int) -> str | None:
+    key = _short_repr(pair[0], limit)
+    value = None if key is None else _short_repr(pair[1], limit - len(key) - 2)
+    return None if key is None or value is None else f"{key}: {value}"
 
 
 def positional(**kwargs: Any) -> Any:
@@ -150,11 +213,12 @@ def fail(stage: str, message: str, exc: type[Exception] = ValueError) -> Excepti
 
 
 def check_int(stage: str, name: str, value: object, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    """``value`` as a plain int: any integer type (``numpy.int64`` too), never a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise fail(stage, f"{name} must be an int >= {minimum}, got {value!r}", TypeError)
     if value < minimum:
         raise fail(stage, f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_callable(stage: str, name: str, value: object) -> None:
@@ -211,6 +275,11 @@ class Pipe(Generic[T]):
         if isinstance(other, Stage):
             other = Pipe(other)
         if not isinstance(other, Pipe):
+            if callable(other) and not isinstance(other, type):
+                raise TypeError(
+                    f"cannot compose a pipe with the function {fn_repr(other)}: a function is "
+                    f"not a stage; wrap it in a stage, e.g. `pipe | dp.map({fn_repr(other)})`"
+                )
             return NotImplemented
         if other.is_runnable:
             if self.stages:
@@ -224,6 +293,11 @@ class Pipe(Generic[T]):
     def __ror__(self, other: object) -> Pipe[Any]:
         if isinstance(other, Stage):
             return Pipe(other) | self
+        if callable(other) and not isinstance(other, type):
+            raise TypeError(
+                f"cannot compose the function {fn_repr(other)} with a pipe: a function is not a "
+                f"stage; wrap it in a stage, e.g. `dp.map({fn_repr(other)}) | pipe`"
+            )
         return NotImplemented
 
     def __eq__(self, other: object) -> bool:
@@ -299,7 +373,7 @@ class Pipe(Generic[T]):
         the_plan = plan(self)
         position = None
         if state is not None:
-            seed_value, epoch, position, _ = read_state(state, self, len(the_plan.tail))
+            seed_value, epoch, position, _ = read_state(state, the_plan)
         elif the_plan.pool is None and the_plan.ahead is None:
             return run_inline(the_plan, EpochContext(seed_value, epoch))
         return Loader(self, seed=seed_value).one_epoch(epoch, position)

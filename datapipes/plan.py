@@ -18,7 +18,7 @@ from __future__ import annotations
 import builtins
 import functools
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -27,7 +27,7 @@ import numpy as np
 from ._graph import EpochContext, Item, Pipe, Stage, add_note
 from .stages._kernel import MAP, POSITION, ElementOp, apply_ops, plain_maps
 from .stages._kinds import ElementStage, IndexStage
-from .stages.batch import Batch, batch_iter
+from .stages.batch import Batch, batch_count, batch_iter
 from .stages.collate import Collate
 from .stages.interleave import Interleave
 from .stages.map import ParallelMap
@@ -121,6 +121,20 @@ class Plan:
             return False
         stage = ops[-1][1]
         return isinstance(stage, Collate) and stage.fn is None and stage.to == "torch"
+
+    def unit_count(self) -> int | None:
+        """How many units the head hands the segment in an epoch, when that is known
+        without reading an element (a random-access head)."""
+        if not self.random_access:
+            return None
+        n: int | None = self.source.size()
+        for _, stage in self.index_ops:
+            if n is None:
+                return None
+            n = stage.length(n)
+        if n is not None and self.batch is not None:
+            n = batch_count(n, self.batch.size, self.batch.drop_last)
+        return n
 
     # -- head ------------------------------------------------------------------
     def index_table(self, ctx: EpochContext) -> IndexTable:
@@ -263,9 +277,10 @@ class Plan:
     # arithmetic for a random-access head (a stream head is replayed, without the segment).
 
     def unit_chunks(
-        self, ctx: EpochContext, start: int, chunk: int
+        self, ctx: EpochContext, start: int, chunk: Callable[[], int]
     ) -> Iterator[tuple[int, str, Any]]:
-        """Tasks from unit ``start`` on: ``(first unit, kind, payload)``; a batch is one unit."""
+        """Tasks from unit ``start`` on: ``(first unit, kind, payload)``; a batch is one unit,
+        else a task holds ``chunk()`` units, asked anew for each task."""
         if self.batch is not None:
             size, drop_last = self.batch.size, self.batch.drop_last
             if self.random_access:
@@ -280,12 +295,15 @@ class Plan:
                     yield b, TASK_BATCH, (b, units)
         elif self.random_access:
             table = self.index_table(ctx)
-            for first in range(start, len(table), chunk):
-                yield first, TASK_UNITS, table.units(first, first + chunk)
+            first = start
+            while first < len(table):
+                step = chunk()
+                yield first, TASK_UNITS, table.units(first, first + step)
+                first += step
         else:
             units_iter = itertools.islice(self.stream_units(ctx), start, None)
             first = start
-            for units in batch_iter(units_iter, chunk):
+            while units := list(itertools.islice(units_iter, chunk())):
                 yield first, TASK_UNITS, units
                 first += len(units)
 
@@ -320,7 +338,7 @@ class Plan:
         """Head then segment in this process, lazily, from position ``start``: each output
         with the position that follows it."""
         p0, j0 = start
-        for first, kind, payload in self.unit_chunks(ctx, p0, _CHUNK):
+        for first, kind, payload in self.unit_chunks(ctx, p0, lambda: _CHUNK):
             if kind == TASK_UNITS and self._fused is not None and not ctx.skip:
                 for i, (key, x) in enumerate(self.run_units(payload, ctx)):  # one output each
                     yield key, x, (first + i + 1, 0)

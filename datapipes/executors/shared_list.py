@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from .._graph import Pipe
-from ..stages.sources import FromSequence
+from ..stages.sources import FromArrays, FromSequence
+from .mapped import MappedArray, file_backing
 
 #: lists shorter than this are cheap to copy: not worth the unpickling per element
 MIN_LENGTH = 10_000
@@ -55,10 +56,29 @@ class SerializedSequence:
         return int(self._data.nbytes + self._offsets.nbytes)
 
 
-def share_objects(pipe: Pipe[Any]) -> tuple[Pipe[Any], str | None]:
-    """``pipe`` with a large list or tuple source replaced by a :class:`SerializedSequence`,
-    and a note for ``explain``; the same pipe and None when that does not apply."""
+def snapshot(pipe: Pipe[Any]) -> Pipe[Any]:
+    """``pipe`` with a list source copied: the rule for when a Loader reads its data.
+
+    A Loader reads a list or tuple source once, when it is compiled: changing the list
+    afterwards changes nothing for that Loader, whatever its executor, its workers or its
+    epoch (a shallow copy: the elements themselves are not copied). Arrays, memmaps and
+    datasets are read in place (see ``docs/loader.md``, "When the data is read").
+    """
     source = pipe.stages[0]
+    if isinstance(source, FromSequence) and type(source.seq) is list:
+        return Pipe(FromSequence(seq=list(source.seq)), *pipe.stages[1:])
+    return pipe
+
+
+def share_objects(pipe: Pipe[Any]) -> tuple[Pipe[Any], str | None]:
+    """``pipe`` as process workers should receive it, and a note for ``explain`` (None when
+    nothing changed): a large list or tuple source becomes a :class:`SerializedSequence`;
+    arrays backed by a file travel by path (:mod:`.mapped`)."""
+    source = pipe.stages[0]
+    mapped = _by_path(source)
+    if mapped is not None:
+        new_source, note = mapped
+        return Pipe(new_source, *pipe.stages[1:]), note
     if not isinstance(source, FromSequence) or type(source.seq) not in (list, tuple):
         return pipe, None
     if len(source.seq) < MIN_LENGTH:
@@ -72,3 +92,24 @@ def share_objects(pipe: Pipe[Any]) -> tuple[Pipe[Any], str | None]:
         "buffer, so workers do not copy it page by page (copy-on-read)"
     )
     return Pipe(FromSequence(seq=shared), *pipe.stages[1:]), note
+
+
+def _by_path(source: Any) -> tuple[Any, str] | None:
+    """The source with its file-backed arrays sent by path, and a note; None if it has none."""
+    if isinstance(source, FromSequence) and file_backing(source.seq) is not None:
+        seq = MappedArray(source.seq)
+        return FromSequence(seq=seq), _path_note([seq])
+    if isinstance(source, FromArrays):
+        columns = [(name, MappedArray(c) if file_backing(c) is not None else c)
+                   for name, c in source.columns]
+        mapped = [c for _, c in columns if isinstance(c, MappedArray)]
+        if mapped:
+            return FromArrays(columns=tuple(columns)), _path_note(mapped)
+    return None
+
+
+def _path_note(arrays: list[MappedArray]) -> str:
+    files = sorted({a._where[0] for a in arrays})
+    size = sum(a.nbytes for a in arrays)
+    return (f"the memory-mapped data ({size} bytes in {', '.join(files)}) travels by path: "
+            "each worker maps the file itself")
