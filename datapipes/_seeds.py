@@ -6,6 +6,7 @@ knows an element's key reproduces its draws bit for bit.
 
 from __future__ import annotations
 
+import numbers
 import os
 import zlib
 from collections.abc import Iterable
@@ -25,7 +26,7 @@ def check_seed(seed: object, where: str) -> int | None:
     """Validate a user seed: a non-negative int, or None for a fresh one."""
     if seed is None:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"{where}: seed must be a non-negative int or None, got {seed!r}")
     if seed < 0:
         raise ValueError(f"{where}: seed must be a non-negative int or None, got {seed!r}")
@@ -42,9 +43,9 @@ def resolve_seed(seed: int | None) -> int:
 
 
 def check_epoch(epoch: object, where: str) -> int:
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral):
         raise TypeError(f"{where}: epoch must be a non-negative int, got {epoch!r}")
-    if not 0 <= epoch < _MAX_WORD:
+    if not 0 <= int(epoch) < _MAX_WORD:
         raise ValueError(f"{where}: epoch must be in [0, 2**32), got {epoch!r}")
     return int(epoch)
 

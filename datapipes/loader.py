@@ -13,6 +13,7 @@ import math
 import multiprocessing as mp
 import pickle
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -25,15 +26,15 @@ from ._graph import EpochContext, Pipe, Skipped
 from .errors import StageError, WorkerError
 from .executors.cursor import epoch_from, make_state, read_state, resumable
 from .executors.pools import ProcessPool, ThreadPool
-from .executors.shared_list import share_objects
+from .executors.shared_list import share_objects, snapshot
+from .executors.sizing import ChunkSizer
+from .options import LoaderOptions
 from .plan import Plan, plan, with_positions
 from .stages._kinds import ElementStage
 from .stages.prefetch import Prefetch, background
 from .stages.shard import shard_by_rank
 from .stats import LoaderStats, Tally, metered
 
-_BACKENDS = ("process", "thread")
-_START_METHODS = (None, "fork", "spawn", "forkserver")
 _POLL_SECONDS = 1.0
 _STREAM_CHUNK = 16
 
@@ -52,84 +53,37 @@ class Loader:
     True
     """
 
-    def __init__(
-        self,
-        pipe: Pipe[Any],
-        *,
-        workers: int = 0,
-        backend: str = "process",
-        prefetch: int = 2,
-        seed: int | None = 0,
-        ordered: bool = True,
-        start_method: str | None = None,
-        pin_memory: bool = False,
-        device: Any = None,
-        timeout: float | None = None,
-        on_error: str = "raise",
-        max_skipped: int | None = None,
-        rank: int | None = None,
-        world_size: int | None = None,
-        stats: bool = False,
-        progress: bool = False,
-    ) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ValueError(f"compile: workers must be an int >= 0, got {workers!r}")
-        if backend not in _BACKENDS:
-            raise ValueError(f"compile: backend must be 'process' or 'thread', got {backend!r}")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
-            raise ValueError(f"compile: prefetch must be an int >= 1, got {prefetch!r}")
-        for name, flag in (("ordered", ordered), ("stats", stats), ("progress", progress)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"compile: {name} must be a bool, got {flag!r}")
-        if progress:
-            _require_tqdm()
-        if start_method not in _START_METHODS:
-            raise ValueError(
-                "compile: start_method must be None, 'fork', 'spawn' or 'forkserver', got "
-                f"{start_method!r}"
-            )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-        ):
-            raise ValueError(f"compile: timeout must be a positive number of seconds or None, "
-                             f"got {timeout!r}")
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"compile: on_error must be 'raise' or 'skip', got {on_error!r}")
-        if max_skipped is not None and (
-            isinstance(max_skipped, bool) or not isinstance(max_skipped, int) or max_skipped < 0
-        ):
-            raise ValueError(f"compile: max_skipped must be an int >= 0 or None, got "
-                             f"{max_skipped!r}")
-        if max_skipped is not None and on_error != "skip":
-            raise ValueError("compile: max_skipped only applies with on_error='skip'")
-        if start_method is not None and start_method not in mp.get_all_start_methods():
-            raise ValueError(f"compile: start_method {start_method!r} is not available here")
-        if rank is not None or world_size is not None:
-            pipe = with_shard(pipe, rank, world_size)
+    def __init__(self, pipe: Pipe[Any], **options: Any) -> None:
+        o = LoaderOptions.check(**options)
+        self.options = o
+        if o.sharded:
+            pipe = with_shard(pipe, o.rank, o.world_size, o.even)
         self._transfer = None
-        if pin_memory is not False or device is not None:  # (imports torch)
+        if o.pin_memory is not False or o.device is not None:  # (imports torch)
             from .transfer import Transfer
 
-            self._transfer = Transfer.create(pin_memory=pin_memory, device=device)
-        if backend == "process" and workers and (start_method or mp.get_start_method()) != "fork":
+            self._transfer = Transfer.create(pin_memory=o.pin_memory, device=o.device)
+        pipe = snapshot(pipe)
+        workers, backend, on_error, stats = o.workers, o.backend, o.on_error, o.stats
+        if backend == "process" and workers and (o.start_method or mp.get_start_method()) != "fork":
             _check_shippable(pipe)
         self.pipe = pipe
         self.workers = workers
         self.backend = backend
-        self.prefetch = prefetch
-        self.ordered = ordered
-        self.start_method = start_method
+        self.prefetch = o.prefetch
+        self.ordered = o.ordered
+        self.start_method = o.start_method
         #: the seed in use; when ``seed=None`` was given, the fresh one drawn from the OS
-        self.seed = _seeds.resolve_seed(_seeds.check_seed(seed, "compile"))
-        self.timeout = None if timeout is None else float(timeout)
+        self.seed = _seeds.resolve_seed(o.seed)
+        self.timeout = o.timeout
         self.on_error = on_error
-        self.max_skipped = max_skipped
+        self.max_skipped = o.max_skipped
         #: elements dropped under ``on_error="skip"`` in the current epoch
         self.skipped: list[Skipped] = []
         self._plan: Plan = plan(pipe, skipping=on_error == "skip")
         if stats:
             self._plan = self._plan.metered()
-        self.progress = progress
+        self.progress = o.progress
         self._tally = Tally(metered=stats)
         # Who runs the segment: the workers asked for; else, in this process, the pool of a
         # parallel_map in it; else this process itself (on a thread with a prefetch in it).
@@ -141,7 +95,7 @@ class Loader:
         self._order_needed_by = next(
             (s for _, s in self._plan.tail if not isinstance(s, (ElementStage, Prefetch))), None
         )
-        self._unordered = not ordered and self._order_needed_by is None
+        self._unordered = not o.ordered and self._order_needed_by is None
         # What process workers run: the same plan, over a shared copy of a large list.
         worker_pipe, self._sharing = pipe, None
         if self._pool_backend == "process" and self._pool_size:
@@ -164,6 +118,9 @@ class Loader:
         self._pool: ProcessPool | ThreadPool | None = None
         self._outstanding: list[int] = []
         self._closed = False
+        # the pass under way: (its thread, the generator), so that another thread is refused
+        self._pass: tuple[int, weakref.ref[Any]] | None = None
+        self._pass_lock = threading.Lock()
         # closes the pool when the loader is garbage-collected or the program ends
         self._finalizer: weakref.finalize | None = None
 
@@ -171,9 +128,31 @@ class Loader:
     def __iter__(self) -> Iterator[Any]:
         if self._closed:
             raise RuntimeError("this Loader is closed")
-        epoch, start = self._epoch, self._resume_at
-        self._epoch, self._resume_at = epoch + 1, None
-        return self._epoch_values(epoch, start)
+        with self._pass_lock:
+            self._refuse_a_second_thread()
+            epoch, start = self._epoch, self._resume_at
+            self._epoch, self._resume_at = epoch + 1, None
+            values = self._epoch_values(epoch, start)
+            self._pass = (threading.get_ident(), weakref.ref(values))
+        return values
+
+    def _refuse_a_second_thread(self) -> None:
+        """A Loader runs one pass at a time: a pass asked for by another thread while one
+        is under way is refused (in the same thread, the newer pass replaces the older)."""
+        if self._pass is None:
+            return
+        thread, ref = self._pass
+        running = ref()
+        if (
+            thread != threading.get_ident()
+            and running is not None
+            and running.gi_frame is not None  # neither finished nor closed
+        ):
+            raise RuntimeError(
+                "this Loader is running a pass (epoch) in another thread; a Loader runs one "
+                "pass at a time: iterate it from one thread, or compile the pipe again for a "
+                "second, independent loader"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass epoch ``epoch`` (then ``epoch + 1``, ...). After
@@ -288,9 +267,7 @@ class Loader:
         """Continue from ``state``: the next pass yields the rest of its epoch, the passes
         after it the following epochs, exactly as the run that saved it would have. The
         seed recorded in the state wins."""
-        seed, epoch, position, delivered = read_state(
-            state, self.pipe, len(self._plan.tail), self.on_error
-        )
+        seed, epoch, position, delivered = read_state(state, self._plan, self.on_error)
         self.seed, self._epoch = seed, epoch
         self._resume_at, self._resume_delivered = position, delivered
         self._resume_state_epoch = epoch
@@ -356,6 +333,10 @@ class Loader:
         return metered(epoch_from(self._plan, ctx, start, metered_segment), tally.tail_cell)
 
     def _ensure_pool(self) -> ProcessPool | ThreadPool:
+        with self._pass_lock:  # never two pools, whatever the threads do
+            return self._pool or self._start_pool()
+
+    def _start_pool(self) -> ProcessPool | ThreadPool:
         if self._pool is None:
             if self._pool_backend == "thread":
                 self._pool = ThreadPool(self._plan, self._pool_size, self.timeout)
@@ -383,12 +364,13 @@ class Loader:
         finally:
             self.close()
 
-    def _chunk(self) -> int:
+    def _chunk(self) -> ChunkSizer:
         """Units per task when the segment does not batch: enough to amortise a message,
-        few enough to spread the epoch over the workers."""
+        few enough to spread the epoch over the workers, and about ``TASK_BYTES`` at most
+        once the size of a unit is known (``executors/sizing.py``)."""
         if not self._plan.random_access:
-            return _STREAM_CHUNK
-        return max(1, min(64, math.ceil(self._plan.source.size() / (self._pool_size * 8))))
+            return ChunkSizer(_STREAM_CHUNK)
+        return ChunkSizer(min(64, math.ceil(self._plan.source.size() / (self._pool_size * 8))))
 
     def _parallel_segment(
         self, ctx: EpochContext, start: tuple[int, int]
@@ -398,7 +380,8 @@ class Loader:
         self._epoch_id += 1
         eid = self._epoch_id
         outstanding = self._outstanding
-        tasks = self._plan.unit_chunks(ctx, start[0], self._chunk())
+        sizer = self._chunk()
+        tasks = self._plan.unit_chunks(ctx, start[0], sizer)
         firsts: dict[int, int] = {}  # seq -> its first unit
         limit = self._pool_size * self.prefetch
         pending: dict[int, Any] = {}
@@ -459,6 +442,7 @@ class Loader:
                     if kind == "error":
                         raise _rebuild(payload)
                     self._tally.tasks += 1
+                    sizer.observe(payload[0])
                     pending[seq] = payload
                 payload = None
         except WorkerError:
@@ -481,22 +465,14 @@ class Loader:
             self._tally.shared_bytes += pool.shared_bytes
 
 
-def with_shard(pipe: Pipe[Any], rank: int | None, world_size: int | None) -> Pipe[Any]:
-    """``pipe`` with ``shard_by_rank(even="drop")`` right after its last index stage (the
+def with_shard(
+    pipe: Pipe[Any], rank: int | None, world_size: int | None, even: str | None = "drop"
+) -> Pipe[Any]:
+    """``pipe`` with ``shard_by_rank(even=even)`` right after its last index stage (the
     last stage that reorders or selects elements without reading them)."""
-    shard = shard_by_rank(rank=rank, world_size=world_size, even="drop").stages[0]
+    shard = shard_by_rank(rank=rank, world_size=world_size, even=even).stages[0]
     last = plan(pipe).last_index_stage
     return Pipe(*pipe.stages[: last + 1], shard, *pipe.stages[last + 1 :])
-
-
-def _require_tqdm() -> None:
-    try:
-        import tqdm  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(
-            "compile: progress=True draws its bar with tqdm, which is not installed: "
-            "pip install tqdm"
-        ) from exc
 
 
 def _progress_bar(epoch: int, total: int | None, done: int) -> Any:

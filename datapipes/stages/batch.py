@@ -58,7 +58,7 @@ def batch(size: int, *, drop_last: bool = False) -> Pipe[list[Any]]:
     >>> list(dp.from_sequence(range(5)) | dp.batch(2))
     [[0, 1], [2, 3], [4]]
     """
-    check_int("batch", "size", size, minimum=1)
+    size = check_int("batch", "size", size, minimum=1)
     if not isinstance(drop_last, bool):
         raise fail("batch", f"drop_last must be a bool, got {drop_last!r}", TypeError)
     return Pipe(Batch(size=size, drop_last=drop_last))

@@ -83,6 +83,6 @@ def interleave(
     ['a0', 'b0', 'a1', 'a2', 'c0', 'c1']
     """
     check_callable("interleave", "fn", fn)
-    check_int("interleave", "cycle_length", cycle_length, minimum=1)
-    check_int("interleave", "block_length", block_length, minimum=1)
+    cycle_length = check_int("interleave", "cycle_length", cycle_length, minimum=1)
+    block_length = check_int("interleave", "block_length", block_length, minimum=1)
     return Pipe(Interleave(fn=fn, cycle_length=cycle_length, block_length=block_length))

@@ -119,7 +119,7 @@ def parallel_map(
     [0, 1, 2, 3, 4]
     """
     check_callable("parallel_map", "fn", fn)
-    check_int("parallel_map", "workers", workers, minimum=1)
+    workers = check_int("parallel_map", "workers", workers, minimum=1)
     if backend not in ("thread", "process"):
         raise fail("parallel_map", f"backend must be 'thread' or 'process', got {backend!r}")
     if not isinstance(rng, bool):

@@ -7,6 +7,7 @@ an element, plan in the head, and resume by recomputing the same positions.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -105,7 +106,7 @@ def sample(
     4
     """
     if n is not None:
-        check_int("sample", "n", n, minimum=0)
+        n = check_int("sample", "n", n, minimum=0)
     if not isinstance(replace, bool):
         raise fail("sample", f"replace must be a bool, got {replace!r}", TypeError)
     if name is not None and (not isinstance(name, str) or not name):
@@ -194,12 +195,12 @@ def split(
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
         raise fail("split", f"sizes must be a non-empty list of fractions or counts, got "
                    f"{sizes!r}", TypeError)
-    numbers = [isinstance(s, (int, float)) and not isinstance(s, bool) for s in sizes]
-    if all(numbers) and all(isinstance(s, int) for s in sizes):
+    reals = [isinstance(s, numbers.Real) and not isinstance(s, bool) for s in sizes]
+    if all(reals) and all(isinstance(s, numbers.Integral) for s in sizes):
         if any(s < 0 for s in sizes):
             raise fail("split", f"counts must not be negative, got {list(sizes)}")
         kept: tuple[Any, ...] = tuple(int(s) for s in sizes)
-    elif all(numbers):
+    elif all(reals):
         if any(not math.isfinite(s) or s < 0 for s in sizes):
             raise fail("split", f"fractions must be finite and not negative, got {list(sizes)}")
         if not math.isclose(sum(sizes), 1.0, abs_tol=1e-9):
@@ -209,7 +210,7 @@ def split(
     else:
         raise fail("split", f"sizes must all be ints (counts) or all numbers (fractions), "
                    f"got {list(sizes)!r}", TypeError)
-    check_int("split", "part", part, minimum=0)
+    part = check_int("split", "part", part, minimum=0)
     if part >= len(kept):
         raise fail("split", f"part must be below {len(kept)} (one per size), got {part}")
     seed_value = check_seed(seed, "split")

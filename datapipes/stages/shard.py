@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from numbers import Integral
 from typing import Any, ClassVar
 
 import attrs
@@ -117,9 +118,11 @@ def shard_by_rank(
     [1, 5]
     """
     for name, value in (("rank", rank), ("world_size", world_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
             raise fail("shard_by_rank", f"{name} must be an int or None, got {value!r}",
                        TypeError)
+    rank = None if rank is None else int(rank)
+    world_size = None if world_size is None else int(world_size)
     if world_size is not None and world_size < 1:
         raise fail("shard_by_rank", f"world_size must be >= 1, got {world_size}")
     if rank is not None and (rank < 0 or (world_size is not None and rank >= world_size)):

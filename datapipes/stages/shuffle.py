@@ -81,7 +81,7 @@ def shuffle(*, buffer: int | None = None, name: str | None = None) -> Pipe[Any]:
     [0, 1, 2, 3, 4]
     """
     if buffer is not None:
-        check_int("shuffle", "buffer", buffer, minimum=1)
+        buffer = check_int("shuffle", "buffer", buffer, minimum=1)
     if name is not None and (not isinstance(name, str) or not name):
         raise fail("shuffle", f"name must be a non-empty str or None, got {name!r}", TypeError)
     return Pipe(Shuffle(buffer=buffer, name=name))
