@@ -506,3 +506,85 @@ def test_assert_resumable_with_on_error_skip() -> None:
     # also checks pipe.iter(state=...) on each state
     assert_resumable(SKIPPING, at=[0, 3, 9], on_error="skip", workers=2, backend="thread",
                      resume_with={"workers": 0})
+
+
+# -- formats and positions checked at load ------------------------------------------------------
+BATCHED = dp.from_sequence(range(10)) | dp.shuffle() | dp.map(add_one) | dp.batch(4)
+
+
+def _rechecksummed(state: dict[str, Any], **edit: Any) -> dict[str, Any]:
+    """``state`` edited and given a matching checksum: what a careful forger writes."""
+    from datapipes.executors.cursor import _checksum
+
+    body = {k: v for k, v in {**state, **edit}.items() if k != "checksum"}
+    return {**body, "checksum": _checksum(body)}
+
+
+def _first_state(pipe: dp.Pipe[Any]) -> tuple[Any, dict[str, Any]]:
+    with pipe.compile() as loader:
+        it = iter(loader)
+        first = next(it)
+        return first, loader.state_dict()
+
+
+def test_a_state_of_format_1_without_on_error_still_loads() -> None:
+    first, state = _first_state(BATCHED)
+    old = _rechecksummed({k: v for k, v in state.items() if k != "on_error"}, format=1)
+    with BATCHED.compile() as loader:
+        loader.load_state_dict(old)
+        assert_equal_outputs([first, *loader], list(BATCHED.iter()))
+    with BATCHED.compile(on_error="skip") as loader, pytest.raises(ValueError, match="on_error"):
+        loader.load_state_dict(old)  # format 1 without on_error was always "raise"
+
+
+def test_a_state_of_format_1_with_on_error_still_loads() -> None:
+    first, state = _first_state(BATCHED)
+    with BATCHED.compile() as loader:
+        loader.load_state_dict(_rechecksummed(state, format=1))
+        assert_equal_outputs([first, *loader], list(BATCHED.iter()))
+
+
+@pytest.mark.parametrize("format_", [3, 0, "2"])
+def test_an_unknown_format_is_refused_naming_both(format_: Any) -> None:
+    _, state = _first_state(BATCHED)
+    forged = _rechecksummed({**state, "extra": "a newer key"}, format=format_)
+    with BATCHED.compile() as loader, pytest.raises(ValueError) as info:
+        loader.load_state_dict(forged)
+    assert f"format {format_!r}" in str(info.value)
+    assert "reads formats 1 and 2 (it writes 2)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("pipe", "edit", "match"),
+    [
+        (BATCHED, {"position": [4, 0]}, "past the end of the epoch"),  # 3 batches
+        (BATCHED, {"position": [3, 1]}, "past the end of the epoch"),
+        (BATCHED, {"delivered": 4}, "outputs were delivered"),
+        (dp.from_sequence(range(10)) | dp.filter(is_even) | dp.take(3),
+         {"position": [[5, 0], 4]}, r"take\(3\) is at 4"),
+        (dp.from_sequence(range(10)) | dp.batch(2) | dp.shuffle(buffer=3),
+         {"position": ["replay", 7]}, "past the end"),
+    ],
+    ids=["unit", "output", "delivered", "take", "replay"],
+)
+def test_a_position_past_the_end_is_refused_even_with_a_new_checksum(
+    pipe: dp.Pipe[Any], edit: dict[str, Any], match: str
+) -> None:
+    _, state = _first_state(pipe)
+    forged = _rechecksummed(state, **edit)
+    with pipe.compile() as loader, pytest.raises(ValueError, match=match):
+        loader.load_state_dict(forged)
+    with pytest.raises(ValueError, match=match):
+        pipe.iter(state=forged)
+    # the last real position, the end of the epoch, still loads
+    end = _rechecksummed(state, position=[3, 0], delivered=3)
+    if pipe is BATCHED:
+        with pipe.compile() as loader:
+            loader.load_state_dict(end)
+            assert list(loader) == list(pipe.iter(epoch=1))
+
+
+def test_an_epoch_out_of_range_is_refused() -> None:
+    _, state = _first_state(BATCHED)
+    with BATCHED.compile() as loader, pytest.raises(ValueError, match="epoch"):
+        loader.load_state_dict(_rechecksummed(state, epoch=2**40))

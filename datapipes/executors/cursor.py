@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .. import _seeds
 from .._graph import EpochContext, Stage
 from ..stages._kernel import apply_ops
 from ..stages._kinds import ElementStage
@@ -176,7 +177,13 @@ def epoch_from(
 
 
 # -- checkpoints ----------------------------------------------------------------------
-STATE_FORMAT = 1
+#: the layout ``state_dict()`` writes. 1: the first (0.1.0, no ``on_error``; later 0.1.x
+#: added ``on_error`` without changing the number); 2: the same keys as the later 1, and
+#: positions checked against the pipe when loaded. Both 1 and 2 load.
+STATE_FORMAT = 2
+_READS = (1, 2)
+_KEYS = frozenset({"format", "pipe", "fingerprint", "on_error", "seed", "epoch", "position",
+                   "delivered", "checksum"})
 
 
 def fingerprint(pipe: Any) -> str:
@@ -237,22 +244,56 @@ def _plain(token: Any) -> Any:
 
 
 def read_state(
-    state: Any, pipe: Any, tail_length: int, on_error: str = "raise"
+    state: Any, plan: Plan, on_error: str = "raise"
 ) -> tuple[int, int, Any, int]:
-    """Check a checkpoint against ``pipe``: ``(seed, epoch, position, delivered)``.
+    """Check a checkpoint against ``plan``'s pipe: ``(seed, epoch, position, delivered)``.
 
-    Raises ``ValueError`` saying what does not match, for a state of another pipe, or a
-    corrupted or edited one: a wrong checkpoint never yields wrong data.
+    Raises ``ValueError`` saying what does not match, for a state of another pipe or of an
+    unknown format, or a corrupted or edited one: a wrong checkpoint never yields wrong data.
     """
+    pipe = plan.pipe
+    body = _checked_body(state)
+    if body["fingerprint"] != fingerprint(pipe):
+        raise ValueError(
+            "load_state_dict: the state was taken from a different pipe:\n"
+            f"  state: {body['pipe']}\n  this:  {pipe!r}"
+        )
+    saved_on_error = body.get("on_error", "raise")  # format 1 before on_error: always raise
+    if saved_on_error != on_error:
+        raise ValueError(
+            f"load_state_dict: the state was taken with on_error={saved_on_error!r}, which "
+            f"plans the pipe differently; resume it with compile(on_error={saved_on_error!r})"
+        )
+    seed, epoch, delivered = body["seed"], body["epoch"], body["delivered"]
+    for name, value in (("seed", seed), ("epoch", epoch), ("delivered", delivered)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"load_state_dict: {name} must be an int >= 0, got {value!r}")
+    try:
+        _seeds.check_epoch(epoch, "load_state_dict")
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    position = body["position"]
+    if position is not None:
+        _check_position(position, plan, delivered, on_error)
+    return seed, epoch, position, delivered
+
+
+def _checked_body(state: Any) -> dict[str, Any]:
+    """The state without its checksum, once its layout, format and checksum are right."""
     if not isinstance(state, dict):
         raise ValueError(f"load_state_dict: expected the dict from state_dict(), got "
                          f"{type(state).__name__}")
-    keys = {"format", "pipe", "fingerprint", "on_error", "seed", "epoch", "position",
-            "delivered", "checksum"}
-    if set(state) != keys:
+    if "format" in state and state["format"] not in _READS:
+        raise ValueError(
+            f"load_state_dict: the state has format {state['format']!r}, and this version of "
+            f"datapipes reads formats {' and '.join(map(str, _READS))} (it writes "
+            f"{STATE_FORMAT}); a state of a newer datapipes needs that version to load"
+        )
+    keys = _KEYS - {"on_error"} if state.get("format") == 1 else _KEYS
+    if not keys <= set(state) or not set(state) <= _KEYS:
         raise ValueError(
             f"load_state_dict: not a datapipes state: missing {sorted(keys - set(state))}, "
-            f"unexpected {sorted(map(str, set(state) - keys))}"
+            f"unexpected {sorted(map(str, set(state) - _KEYS))}"
         )
     body = {k: v for k, v in state.items() if k != "checksum"}
     try:
@@ -262,32 +303,38 @@ def read_state(
     if state["checksum"] != checksum:
         raise ValueError("load_state_dict: the state was corrupted or edited (its checksum "
                          "does not match its contents)")
-    if state["format"] != STATE_FORMAT:
-        raise ValueError(f"load_state_dict: state format {state['format']} is not "
-                         f"{STATE_FORMAT}")
-    if state["fingerprint"] != fingerprint(pipe):
-        raise ValueError(
-            "load_state_dict: the state was taken from a different pipe:\n"
-            f"  state: {state['pipe']}\n  this:  {pipe!r}"
-        )
-    if state["on_error"] != on_error:
-        raise ValueError(
-            f"load_state_dict: the state was taken with on_error={state['on_error']!r}, which "
-            f"plans the pipe differently; resume it with compile(on_error={state['on_error']!r})"
-        )
-    seed, epoch, delivered = state["seed"], state["epoch"], state["delivered"]
-    for name, value in (("seed", seed), ("epoch", epoch), ("delivered", delivered)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"load_state_dict: {name} must be an int >= 0, got {value!r}")
-    position = state["position"]
-    if position is not None and not _valid_position(position, tail_length):
+    return body
+
+
+def _check_position(position: Any, plan: Plan, delivered: int, on_error: str) -> None:
+    """Refuse a position this pipe cannot reach: past the end of the epoch, or not of the
+    shape its stages write (so an edited state never silently drops outputs)."""
+    length = plan.pipe.length() if on_error == "raise" else None
+    if not _valid_position(position, len(plan.tail)):
         raise ValueError(f"load_state_dict: position {position!r} does not fit this pipe")
-    return seed, epoch, position, delivered
+    if length is not None and delivered > length:
+        raise ValueError(f"load_state_dict: the state says {delivered} outputs were delivered, "
+                         f"but an epoch of this pipe has {length}")
+    if position[0] == "replay":
+        if length is not None and position[1] > length:
+            raise ValueError(f"load_state_dict: position {position!r} is past the end of the "
+                             f"epoch ({length} outputs)")
+        return
+    (p, j), locals_ = start_tokens(plan.tail, position)
+    units = plan.unit_count()
+    if units is not None and (p > units or (p == units and j > 0)):
+        raise ValueError(f"load_state_dict: position {position!r} is past the end of the "
+                         f"epoch (unit {p}, output {j}; the epoch has {units} units)")
+    for (_, stage), local in zip(plan.tail, locals_, strict=True):
+        limit = getattr(stage, "n", None) if isinstance(stage, (Take, Skip)) else None
+        if limit is not None and local > limit:
+            raise ValueError(f"load_state_dict: position {position!r} says {stage!r} is at "
+                             f"{local}, past its {limit}")
 
 
 def _valid_position(token: Any, depth: int) -> bool:
     if isinstance(token, list) and len(token) == 2 and token[0] == "replay":
-        return isinstance(token[1], int) and token[1] >= 0
+        return isinstance(token[1], int) and not isinstance(token[1], bool) and token[1] >= 0
     for _ in range(depth):
         if not (isinstance(token, list) and len(token) == 2):
             return False
