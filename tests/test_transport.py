@@ -3,10 +3,15 @@ serialized list that protects forked workers from copy-on-read."""
 
 from __future__ import annotations
 
+import errno
+import json
+import math
 import mmap
 import os
 import pickle
 import socket
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -287,6 +292,145 @@ def test_shared_memory_is_anonymous() -> None:
     assert float(out.sum()) == 1_000_000.0
 
 
+# torch's own pickle of these does not load back (torch 2.x): they travel as raw bytes
+TORCH_ONLY_DTYPES = [torch.uint16, torch.uint32, torch.uint64, torch.float8_e4m3fn]
+
+
+@pytest.mark.parametrize("shape", [(3,), (0,), (), (0, 5), (BIG,)], ids=str)
+@pytest.mark.parametrize("dtype", TORCH_ONLY_DTYPES, ids=str)
+def test_tensors_of_dtypes_torch_cannot_pickle_round_trip(dtype: torch.dtype, shape: Any) -> None:
+    tensor = torch.arange(math.prod(shape) or 1)[: math.prod(shape)].reshape(shape).to(dtype)
+    out, arena = round_trip({"t": tensor, "pair": (tensor, tensor)})
+    try:
+        assert_equal_elements({"t": tensor, "pair": (tensor, tensor)}, out)
+    finally:
+        arena.release()
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = [0]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_result_nested_too_deeply_to_pickle_is_a_clear_error() -> None:
+    arena = transport.Arena()
+    with pytest.raises(ValueError, match="nested too deeply to send") as info:
+        transport.dumps({"x": nested(5_000)}, arena)
+    assert "recursion limit" in str(info.value)
+    arena.release()
+    transport.dumps(nested(300), arena)  # deep but not too deep
+
+
+def open_fds() -> set[int]:
+    """This process's open descriptors (less the one that listed them)."""
+    listed = {int(fd) for fd in os.listdir("/proc/self/fd")}
+    return {fd for fd in listed if _is_open(fd)}
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("where", ["mmap", "ftruncate"])
+def test_shared_memory_that_cannot_be_had_is_a_clear_error_and_leaks_no_fd(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_memory(*args: Any) -> Any:
+        raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+
+    before = open_fds()
+    arena = transport.Arena()
+    with monkeypatch.context() as patch:
+        patch.setattr(transport.mmap if where == "mmap" else transport.os, where, no_memory)
+        for _ in range(3):
+            with pytest.raises(transport.SharedMemoryError) as info:
+                transport.dumps(np.zeros(BIG * 4, dtype=np.uint8), arena)
+    arena.release()
+    assert open_fds() == before  # no memfd left open, however often it failed
+    message = str(info.value)
+    assert info.value.errno == errno.ENOMEM
+    assert "shared memory" in message and "/dev/shm" in message and "memory limit" in message
+    assert f"{transport._CHUNK} bytes" in message, message
+
+
+FEW_FDS = """
+import errno, json, os, resource
+import numpy as np
+from datapipes.executors import transport
+
+def open_fds():
+    listed = {int(fd) for fd in os.listdir("/proc/self/fd")}
+    return {fd for fd in listed if os.path.exists(f"/proc/self/fd/{fd}")}
+
+arena = transport.Arena()
+a, b = transport.channel_pair()
+# six chunks, never written: no memory is used
+body = transport.dumps([arena.array((transport._CHUNK,), np.uint8) for _ in range(6)], arena)
+a.send(body, arena.fds)
+before = open_fds()
+room = [n for n in range(max(before) + 3) if n not in before][:2]  # for two of the six
+limit = room[-1] + 1
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+data, fds = b.recv()
+try:
+    transport.loads(data, fds, arena.sizes())
+    error = None
+except Exception as exc:
+    error = exc
+print(json.dumps({"limit": limit, "leaked": sorted(open_fds() - before),
+                  "type": type(error).__name__, "errno": getattr(error, "errno", None),
+                  "message": str(error)}))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_running_out_of_fds_while_receiving_is_a_clear_error_and_leaks_none() -> None:
+    """The kernel drops the descriptors that do not fit under the limit (lowered in a child
+    process): the message must say so, and those that did arrive must be closed."""
+    run = subprocess.run([sys.executable, "-c", FEW_FDS], capture_output=True, text=True,
+                         timeout=50, check=False)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    message = got["message"]
+    assert got["errno"] == errno.EMFILE, got
+    assert "main process ran out of file descriptors" in message, message
+    assert f"limit is {got['limit']}" in message and "ulimit -n" in message, message
+    assert got["leaked"] == []
+
+
+def test_running_out_of_fds_while_mapping_is_a_clear_error_and_leaks_none(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arena = transport.Arena()
+    real = mmap.mmap
+    calls = []
+
+    def second_fails(*args: Any) -> Any:  # CPython's mmap duplicates the fd it maps
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real(*args)
+
+    try:
+        body = transport.dumps([arena.array((transport._CHUNK,), np.uint8) for _ in range(3)],
+                               arena)
+        before = open_fds()
+        fds = [os.dup(fd) for fd in arena.fds]
+        with monkeypatch.context() as patch:
+            patch.setattr(transport.mmap, "mmap", second_fails)
+            with pytest.raises(OSError, match="main process ran out of file descriptors"):
+                transport.loads(body, fds, arena.sizes())
+        assert open_fds() == before
+    finally:
+        arena.release()
+
+
 # -- Channel ------------------------------------------------------------------------------------
 def test_channel_sends_messages_in_order_with_their_boundaries() -> None:
     a, b = transport.channel_pair()
@@ -315,6 +459,28 @@ def test_channel_passes_file_descriptors() -> None:
     finally:
         for fd in (read_end, write_end):
             os.close(fd)
+        a.close()
+        b.close()
+
+
+@pytest.mark.timeout(30)
+def test_channel_passes_more_descriptors_than_one_message_holds() -> None:
+    a, b = transport.channel_pair()
+    read_end, write_end = os.pipe()
+    sent = [os.dup(read_end) for _ in range(3 * transport._MAX_FDS + 5)]
+    try:
+        os.write(write_end, b"x")
+        a.send(b"many", sent)
+        a.send(b"next")  # and the stream is still in step
+        data, fds = b.recv()
+        try:
+            assert data == b"many" and len(fds) == len(sent)
+            assert all(os.fstat(fd).st_ino == os.fstat(read_end).st_ino for fd in fds)
+        finally:
+            transport.close_fds(fds)
+        assert b.recv() == (b"next", [])
+    finally:
+        transport.close_fds([*sent, read_end, write_end])
         a.close()
         b.close()
 
@@ -354,6 +520,64 @@ def test_recv_of_a_truncated_message_raises_eoferror() -> None:
     finally:
         a.close()
         b.close()
+
+
+
+# -- through worker processes -------------------------------------------------------------------
+def through_workers(pipe: dp.Pipe[Any]) -> list[Any]:
+    with pipe.compile(workers=2) as loader:
+        return list(loader)
+
+
+def torch_only_tensor(i: int) -> dict[str, torch.Tensor]:
+    return {"u16": torch.tensor([i, 2, 3], dtype=torch.uint16),
+            "u32": torch.tensor(i, dtype=torch.uint32),
+            "u64": torch.zeros(0, dtype=torch.uint64)}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("collate", [False, True], ids=["elements", "collated"])
+def test_unsigned_tensors_through_workers_equal_the_reference(collate: bool) -> None:
+    pipe = dp.from_sequence(range(8)) | dp.map(torch_only_tensor)
+    if collate:
+        pipe = pipe | dp.batch(2) | dp.collate()
+    assert_equal_elements(list(pipe), through_workers(pipe))
+
+
+@pytest.mark.timeout(120)
+def test_ints_beyond_int64_fail_through_workers_as_in_the_reference() -> None:
+    for values in ([0, 2**63], [2**63, 2**63]):
+        pipe = dp.from_sequence([{"id": v} for v in values]) | dp.batch(2) | dp.collate()
+        with pytest.raises(ValueError) as reference:
+            list(pipe)
+        with pytest.raises(ValueError) as compiled:
+            through_workers(pipe)
+        assert "['id']" in str(compiled.value) and str(2**63) in str(compiled.value)
+        assert str(compiled.value) == str(reference.value)
+
+
+def big_array(i: int) -> np.ndarray:
+    # over half a chunk: each array needs a chunk (and a descriptor) of its own
+    return np.full(transport._CHUNK // 2 + 4096, i % 251, dtype=np.uint8)
+
+
+@pytest.mark.timeout(180)
+def test_a_result_with_more_arrays_than_one_message_carries_descriptors_for() -> None:
+    n = transport._MAX_FDS + 2
+    pipe = dp.from_sequence(range(n)) | dp.map(big_array) | dp.batch(n)
+    (batch,) = through_workers(pipe)
+    assert len(batch) == n
+    for i, arr in enumerate(batch):
+        assert arr.shape == big_array(i).shape and arr.dtype == np.uint8
+        assert arr[0] == arr[-1] == i % 251 and int(arr.min()) == int(arr.max())
+
+
+@pytest.mark.timeout(120)
+def test_a_result_nested_too_deeply_to_send_is_a_clear_error_through_workers() -> None:
+    pipe = dp.from_sequence(range(2)) | dp.map(lambda i: nested(600))
+    assert next(iter(pipe)) == nested(600)  # the reference need not pickle it
+    with pytest.raises(ValueError, match="nested too deeply to send"):
+        through_workers(pipe)
 
 
 # -- SerializedSequence -------------------------------------------------------------------------

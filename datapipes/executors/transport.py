@@ -19,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import io
 import math
 import mmap
 import os
 import pickle
+import resource
 import signal
 import socket
 import struct
@@ -42,7 +44,7 @@ INLINE_BYTES = 16 * 1024
 _CHUNK = 16 * 1024 * 1024
 _ALIGN = 64
 _HEADER = struct.Struct("<QI")  # payload length, number of descriptors
-_MAX_FDS = 64
+_MAX_FDS = 64  # per ancillary message (Linux allows 253); more go in further ones
 
 
 class SharedMemoryError(OSError):
@@ -57,18 +59,35 @@ def _memfd(size: int) -> int:
     except OSError as exc:
         if fd >= 0:
             os.close(fd)
-        if exc.errno in (errno.EMFILE, errno.ENFILE):
-            raise SharedMemoryError(
-                exc.errno,
-                f"cannot create shared memory of {size} bytes: too many open files; each batch "
-                "the program still holds keeps one, so hold fewer or raise `ulimit -n`",
-            ) from exc
-        raise SharedMemoryError(
-            exc.errno,
-            f"cannot allocate {size} bytes of shared memory (shmem, the memory behind /dev/shm):"
-            f" {os.strerror(exc.errno or errno.ENOSPC)}; free memory or make batches smaller",
-        ) from exc
+        raise _no_shared_memory(size, exc) from exc
     return fd
+
+
+def _no_shared_memory(size: int, exc: OSError) -> SharedMemoryError:
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        return SharedMemoryError(
+            exc.errno,
+            f"cannot create shared memory of {size} bytes: too many open files; each batch "
+            "the program still holds keeps one, so hold fewer or raise `ulimit -n`",
+        )
+    return SharedMemoryError(
+        exc.errno,
+        f"a result could not be placed in shared memory: cannot allocate {size} bytes of "
+        f"shared memory (shmem, the memory behind /dev/shm): "
+        f"{os.strerror(exc.errno or errno.ENOSPC)}; free memory, raise the memory limit (a "
+        "container's counts shared memory) or make batches smaller",
+    )
+
+
+def _out_of_fds(exc: OSError | None) -> SharedMemoryError:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return SharedMemoryError(
+        exc.errno if exc is not None and exc.errno else errno.EMFILE,
+        "the main process ran out of file descriptors receiving a worker's result: its limit "
+        f"is {soft} open files, and every result it still holds keeps one per shared-memory "
+        "chunk. Raise the limit (`ulimit -n`, or resource.setrlimit(RLIMIT_NOFILE)) or hold "
+        "fewer batches (copy what you keep: tensor.clone())",
+    )
 
 
 class Chunk:
@@ -79,7 +98,11 @@ class Chunk:
     def __init__(self, chunk_id: int, nbytes: int) -> None:
         self.size = -(-max(nbytes, _CHUNK) // mmap.PAGESIZE) * mmap.PAGESIZE
         self.fd = _memfd(self.size)
-        self.map = mmap.mmap(self.fd, self.size)
+        try:
+            self.map = mmap.mmap(self.fd, self.size)
+        except OSError as exc:
+            os.close(self.fd)
+            raise _no_shared_memory(self.size, exc) from exc
         self.id = chunk_id
         self.address = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
 
@@ -239,6 +262,7 @@ class _Pickler(pickle.Pickler):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.arena = arena
         self.tensor_type = tensor_type()
+        self.torch_pickles = _torch_pickles() if self.tensor_type is not None else frozenset()
 
     def persistent_id(self, obj: Any) -> Any:
         kind = type(obj)
@@ -252,7 +276,9 @@ class _Pickler(pickle.Pickler):
                 return None
             arr = _tensor_bytes(obj)
             if obj.nbytes < INLINE_BYTES and self.arena.locate(arr) is None:
-                return None
+                if obj.dtype in self.torch_pickles or obj.is_quantized:
+                    return None
+                return ("r", arr, tuple(obj.shape), obj.dtype)  # its bytes, pickled inline
             # as raw bytes: also dtypes NumPy lacks (bfloat16, float8, ...)
             return (*self._array_id(arr, "t")[:3], tuple(obj.shape), obj.dtype)
         if kind is np.ndarray:
@@ -272,6 +298,17 @@ class _Pickler(pickle.Pickler):
         return (tag, where[0], where[1], arr.shape, arr.dtype)
 
 
+@functools.cache
+def _torch_pickles() -> frozenset[Any]:
+    """The dtypes whose tensors torch's own pickling brings back. Others (uint16, uint32,
+    uint64, float8, ...) pickle, but loading them fails in torch 2.x, so they travel as
+    bytes."""
+    torch = sys.modules["torch"]
+    return frozenset(getattr(torch, name) for name in (
+        "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32",
+        "float64", "complex64", "complex128"))
+
+
 def _tensor_bytes(tensor: Any) -> np.ndarray:
     """A CPU tensor's contents as a flat uint8 array (a view when it is contiguous)."""
     flat = tensor.detach().contiguous().reshape(-1)
@@ -281,7 +318,14 @@ def _tensor_bytes(tensor: Any) -> np.ndarray:
 def dumps(obj: Any, arena: Arena) -> bytes:
     """Pickle ``obj`` with its large arrays and tensors placed in ``arena``."""
     buf = io.BytesIO()
-    _Pickler(buf, arena).dump(obj)
+    try:
+        _Pickler(buf, arena).dump(obj)
+    except RecursionError:
+        raise ValueError(
+            "the result is nested too deeply to send to the main process: pickling it ran past "
+            f"Python's recursion limit ({sys.getrecursionlimit()}, about half as many levels of "
+            "lists, tuples or dicts). Return fewer levels (arrays for nested lists of numbers)"
+        ) from None
     return buf.getvalue()
 
 
@@ -291,6 +335,9 @@ class _Unpickler(pickle.Unpickler):
         self.maps = maps
 
     def persistent_load(self, pid: Any) -> Any:
+        if pid[0] == "r":
+            _, raw, shape, dtype = pid
+            return tensor_from_numpy(raw).view(dtype).reshape(shape)
         tag, chunk, offset, shape, dtype = pid
         if tag == "a":
             return np.ndarray(shape, dtype, buffer=self.maps[chunk], offset=offset)
@@ -313,20 +360,27 @@ def loads(
     the map any more, the worker may write the chunk again."""
     maps = []
     try:
+        if -1 in fds:  # the kernel had no room for some: see Channel.recv
+            raise _out_of_fds(None)
         for fd, (chunk_id, size) in zip(fds, sizes, strict=True):
-            mm = mmap.mmap(fd, size)
+            try:
+                mm = mmap.mmap(fd, size)  # which keeps a duplicate of fd
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    raise _out_of_fds(exc) from exc
+                raise
             maps.append(mm)
             if lend is not None:
                 lend(chunk_id, mm)
     finally:
-        for fd in fds:
-            os.close(fd)
+        close_fds(fds)
     return _Unpickler(io.BytesIO(data), maps).load()
 
 
 def close_fds(fds: list[int]) -> None:
     for fd in fds:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
 class Channel:
@@ -347,7 +401,11 @@ class Channel:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             if fds:
-                socket.send_fds(self.sock, [header], list(fds))
+                # one message carries at most _MAX_FDS (Linux: 253): the rest follow in
+                # groups, each on a byte of its own
+                socket.send_fds(self.sock, [header], list(fds[:_MAX_FDS]))
+                for start in range(_MAX_FDS, len(fds), _MAX_FDS):
+                    socket.send_fds(self.sock, [b"+"], list(fds[start:start + _MAX_FDS]))
             else:
                 self.sock.sendall(header)
             self.sock.sendall(data)
@@ -356,28 +414,39 @@ class Channel:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def recv(self) -> tuple[bytes, list[int]]:
-        """The next message; raises EOFError when the other side is gone."""
+        """The next message; raises EOFError when the other side is gone. A descriptor that
+        did not fit under this process's limit is -1 in the list: the kernel drops those."""
         msg, fds, _, _ = socket.recv_fds(self.sock, _HEADER.size, _MAX_FDS)
         if not msg:
             close_fds(fds)
             raise EOFError("channel closed")
-        header = msg
-        while len(header) < _HEADER.size:
-            more = self.sock.recv(_HEADER.size - len(header))
-            if not more:
-                raise EOFError("channel closed mid-message")
-            header += more
-        length, _ = _HEADER.unpack(header)
+        try:
+            length, count = _HEADER.unpack(msg + self._exactly(_HEADER.size - len(msg)))
+            fds += [-1] * (min(count, _MAX_FDS) - len(fds))
+            while len(fds) < count:
+                fds += self._more_fds(min(count - len(fds), _MAX_FDS))
+            return self._exactly(length), fds
+        except BaseException:
+            close_fds(fds)
+            raise
+
+    def _more_fds(self, n: int) -> list[int]:
+        more, fds, _, _ = socket.recv_fds(self.sock, 1, n)
+        if not more:
+            close_fds(fds)
+            raise EOFError("channel closed mid-message")
+        return fds + [-1] * (n - len(fds))
+
+    def _exactly(self, length: int) -> bytes:
         data = bytearray(length)
         view = memoryview(data)
         got = 0
         while got < length:
             n = self.sock.recv_into(view[got:])
             if not n:
-                close_fds(fds)
                 raise EOFError("channel closed mid-message")
             got += n
-        return bytes(data), fds
+        return bytes(data)
 
     def close(self) -> None:
         self.sock.close()

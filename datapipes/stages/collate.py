@@ -47,22 +47,99 @@ def _all_tensors(batch: Sequence[Any]) -> bool:
     tensor = tensor_type()
     return tensor is not None and all(isinstance(x, tensor) for x in batch)
 
+
 _TARGETS = ("torch", "numpy")
+_NONE = type(None)
 
 
 def _path_str(path: tuple[object, ...]) -> str:
     return "".join(f"[{p!r}]" for p in path) or "the elements themselves"
 
 
-def _mismatch(path: tuple[object, ...], what: str, values: Sequence[object]) -> ValueError:
+_CUSTOM = "or pass collate(fn=...) to build the batch yourself"
+_PAD = f"Pad them to one shape first (a map that pads), {_CUSTOM}"
+
+
+def _positions(values: Sequence[object]) -> str:
     groups: dict[str, list[int]] = {}
     for i, v in enumerate(values):
         groups.setdefault(v if isinstance(v, str) else repr(v), []).append(i)
-    found = "; ".join(f"{v} at batch positions {pos}" for v, pos in groups.items())
+    return "; ".join(f"{v} at batch positions {pos}" for v, pos in groups.items())
+
+
+def _mismatch(
+    path: tuple[object, ...], what: str, values: Sequence[object], advice: str = _PAD
+) -> ValueError:
     return ValueError(
-        f"collate: cannot stack {_path_str(path)}: the elements differ in {what}: {found}. "
-        "Pad them to one shape first (a map that pads), or pass collate(fn=...) to build "
-        "the batch yourself"
+        f"collate: cannot stack {_path_str(path)}: the elements differ in {what}: "
+        f"{_positions(values)}. {advice}"
+    )
+
+
+def _types(path: tuple[object, ...], batch: Sequence[Any]) -> ValueError:
+    return _mismatch(path, "type", [type(x).__name__ for x in batch],
+                     f"Make them one type first (a map that converts), {_CUSTOM}")
+
+
+def _keys(path: tuple[object, ...], batch: Sequence[Any]) -> ValueError:
+    if not all(isinstance(x, Mapping) for x in batch):
+        return _types(path, batch)
+    first = batch[0]
+    groups: dict[str, list[int]] = {}
+    for i, x in enumerate(batch):
+        missing = [k for k in first if k not in x]
+        extra = [k for k in x if k not in first]
+        differs = [f"lack {missing}"] * bool(missing) + [f"have {extra} besides"] * bool(extra)
+        if differs:
+            groups.setdefault(" and ".join(differs), []).append(i)
+    found = "; ".join(f"batch positions {pos} {what}" for what, pos in groups.items())
+    return ValueError(
+        f"collate: cannot collate {_path_str(path)}: the elements have different keys: {found} "
+        f"(compared with the first, at batch position [0], whose keys are {list(first)}). Give "
+        f"every element the same keys (a map that adds the missing ones), {_CUSTOM}"
+    )
+
+
+def _none(path: tuple[object, ...], batch: Sequence[Any]) -> ValueError:
+    where = [i for i, x in enumerate(batch) if x is None]
+    return ValueError(
+        f"collate: cannot collate {_path_str(path)}: the values are None at batch positions "
+        f"{where}. Is a map before it missing a `return`? (A function without one returns "
+        f"None.) Drop or fill the missing values first, {_CUSTOM}"
+    )
+
+
+def _beyond_int64(path: tuple[object, ...], batch: Sequence[Any]) -> ValueError:
+    where, bad = next((i, x) for i, x in enumerate(batch)
+                      if isinstance(x, int) and not -(2**63) <= x < 2**63)
+    return ValueError(
+        f"collate: cannot stack {_path_str(path)}: {bad} at batch position {where} does not "
+        "fit in int64, the type Python ints become (torch has no wider integer). Make it a "
+        f"float or a string first (a map), {_CUSTOM}"
+    )
+
+
+def _too_deep(batch: Sequence[Any]) -> ValueError:
+    """What to say when collating ran past the recursion limit: how deep the first element
+    goes (walked in a loop: the stack is what ran out)."""
+    path: list[object] = []
+    x = batch[0]
+    while len(path) < 100_000:  # a list that holds itself has no bottom
+        if isinstance(x, Mapping) and x:
+            key = next(iter(x))
+            path.append(key)
+            x = x[key]
+        elif isinstance(x, (tuple, list)) and x:
+            path.append(0)
+            x = x[0]
+        else:
+            break
+    shown = _path_str(tuple(path[:8])) + ("..." if len(path) > 8 else "")
+    return ValueError(
+        f"collate: the elements are nested too deeply to collate: {len(path)} levels of dicts, "
+        f"lists or tuples, under {shown}; collate goes down one level at a time and ran past "
+        f"Python's recursion limit ({sys.getrecursionlimit()}). Flatten them first (a map that "
+        f"makes arrays of the inner lists), {_CUSTOM}"
     )
 
 
@@ -87,6 +164,15 @@ def collate_value(batch: Sequence[Any], to: str = "torch", path: tuple[object, .
     >>> collate_value([(1.0, [1, 2]), (2.0, [3, 4])], to="numpy")
     (array([1., 2.]), [array([1, 3]), array([2, 4])])
     """
+    if path:
+        return _collate(batch, to, path)
+    try:
+        return _collate(batch, to, path)
+    except RecursionError:
+        raise _too_deep(batch) from None
+
+
+def _collate(batch: Sequence[Any], to: str, path: tuple[object, ...]) -> Any:
     if not isinstance(batch, Sequence) or isinstance(batch, (str, bytes)):
         raise fail("collate", f"expects a batch (a list of elements), got {type(batch).__name__}",
                    TypeError)
@@ -94,6 +180,8 @@ def collate_value(batch: Sequence[Any], to: str = "torch", path: tuple[object, .
         raise fail("collate", "cannot collate an empty batch")
     first: Any = batch[0]
     kinds = {type(x) for x in batch}
+    if _NONE in kinds:  # torch's default_collate refuses None too: say why it is there
+        raise _none(path, batch)
     if _all_tensors(batch):
         if any(x.shape != first.shape for x in batch):
             raise _mismatch(path, "shape", [str(tuple(x.shape)) for x in batch])
@@ -113,29 +201,42 @@ def collate_value(batch: Sequence[Any], to: str = "torch", path: tuple[object, .
         keys = list(first)
         for x in batch:
             if not isinstance(x, Mapping) or x.keys() != first.keys():
-                raise _mismatch(
-                    path, "keys",
-                    [str(sorted(map(str, x))) if isinstance(x, Mapping) else type(x).__name__
-                     for x in batch],
-                )
-        out = {k: collate_value([x[k] for x in batch], to, (*path, k)) for k in keys}
+                raise _keys(path, batch)
+        out = {k: _collate([x[k] for x in batch], to, (*path, k)) for k in keys}
         return out if type(first) is dict else _rebuild(first, out)
     if isinstance(first, (bool, int, float, complex)) and not isinstance(first, np.generic):
         if not all(isinstance(x, (bool, int, float, complex)) for x in batch):
-            raise _mismatch(path, "type", [type(x).__name__ for x in batch])
-        stacked = np.asarray(batch)
+            raise _types(path, batch)
+        stacked = _numbers(batch, kinds, path)
         return as_tensor.get()(stacked) if to == "torch" else stacked
-    if isinstance(first, (str, bytes)) or first is None:
+    if isinstance(first, (str, bytes)):
         return list(batch)
     if isinstance(first, (tuple, list)):
-        if len(kinds) > 1 or any(len(x) != len(first) for x in batch):
-            raise _mismatch(path, "length", [f"{type(x).__name__} of {len(x)}" for x in batch])
+        if len(kinds) > 1:
+            raise _types(path, batch)
+        if any(len(x) != len(first) for x in batch):
+            raise _mismatch(path, "length", [f"{type(x).__name__} of {len(x)}" for x in batch],
+                            f"Pad them to one length first (a map that pads), {_CUSTOM}")
         columns = zip(*batch, strict=True)
-        fields = [collate_value(list(col), to, (*path, i)) for i, col in enumerate(columns)]
+        fields = [_collate(list(col), to, (*path, i)) for i, col in enumerate(columns)]
         if isinstance(first, tuple):
             return type(first)(*fields) if hasattr(first, "_fields") else tuple(fields)
         return fields
     return list(batch)
+
+
+def _numbers(batch: Sequence[Any], kinds: set[type], path: tuple[object, ...]) -> np.ndarray:
+    """Python numbers as one array. Ints alone are int64, as in torch: NumPy would make an
+    int beyond int64 a uint64, a float64 or an object, and torch refuses those or loses
+    digits. With a float among them the batch is a float batch, big ints included."""
+    stacked = np.asarray(batch)
+    if stacked.dtype.kind in "fuO":
+        if not any(issubclass(k, (float, complex)) for k in kinds):
+            raise _beyond_int64(path, batch)
+        if stacked.dtype.kind != "f":
+            complex_ = any(issubclass(k, complex) for k in kinds)
+            stacked = np.asarray(batch, dtype=np.complex128 if complex_ else np.float64)
+    return stacked
 
 
 def _numpy_dtype(tensor: Any) -> bool:

@@ -205,3 +205,97 @@ def test_bad_arguments():
 def test_collate_needs_a_batch():
     with pytest.raises(TypeError, match=r"^collate: "):
         list(dp.from_sequence([1, 2]) | dp.collate())
+
+
+# -- bad data: clear errors (issue 10) ------------------------------------------------------------
+def nested(depth, leaf=0):
+    """``leaf`` inside ``depth`` lists."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+@pytest.mark.parametrize(
+    ("elements", "where"),
+    [
+        ([None, None], "the elements themselves"),
+        ([{"image": None, "label": 0}, {"image": None, "label": 1}], "['image']"),
+        ([{"image": np.zeros(2)}, {"image": None}], "['image']"),  # some None: a miss too
+        ([None, 1], "the elements themselves"),
+        ([(torch.zeros(2), 0), (None, 1)], "[0]"),
+    ],
+    ids=["all", "field", "some", "first", "tuple-field"],
+)
+def test_none_values_name_the_field_and_suggest_a_missing_return(elements, where):
+    with pytest.raises(ValueError, match=r"^collate: ") as info:
+        one(elements)
+    message = str(info.value)
+    assert where in message and "None" in message, message
+    assert "return" in message, message  # the likely cause: a map that forgot to return
+    positions = [i for i, x in enumerate(elements)
+                 if x is None or (isinstance(x, dict) and x["image"] is None)
+                 or (isinstance(x, tuple) and x[0] is None)]
+    assert f"batch positions {positions}" in message, message
+
+
+def test_a_map_without_return_fails_in_collate_not_later():
+    def forgot(x):
+        {"image": np.zeros(2) + x}  # the bug: no return
+
+    pipe = dp.from_sequence(range(4)) | dp.map(forgot) | dp.batch(2) | dp.collate()
+    with pytest.raises(ValueError, match=r"None.*return") as info:
+        list(pipe)
+    assert "collate()" in info.value.__notes__[0]
+
+
+@pytest.mark.parametrize("to", ["torch", "numpy"])
+@pytest.mark.parametrize(
+    ("values", "bad"),
+    [([0, 2**63], 2**63), ([2**63, 2**63], 2**63), ([-(2**63) - 1, 0], -(2**63) - 1),
+     ([1, 2**64], 2**64), ([True, 2**70], 2**70)],
+)
+def test_ints_beyond_int64_are_an_error_naming_field_and_value(values, bad, to):
+    with pytest.raises(ValueError, match=r"^collate: ") as info:
+        one([{"id": v} for v in values], to=to)
+    message = str(info.value)
+    assert "['id']" in message and str(bad) in message and "int64" in message, message
+
+
+def test_ints_at_the_int64_bounds_and_big_floats_still_stack():
+    out = one([2**63 - 1, -(2**63)])
+    assert out.dtype == torch.int64 and out.tolist() == [2**63 - 1, -(2**63)]
+    floats = one([1.5, 2**70])  # a float among them: a float batch, as in torch
+    assert floats.dtype == torch.float64
+
+
+def test_deeply_nested_elements_are_a_clear_error():
+    with pytest.raises(ValueError, match=r"^collate: .*nested") as info:
+        one([nested(500), nested(500, 1)])
+    message = str(info.value)
+    assert "500" in message and "[0][0][0]" in message, message
+    out = one([nested(50), nested(50, 1)])  # not too deep
+    for _ in range(50):
+        out = out[0]
+    assert out.tolist() == [0, 1]
+
+
+def test_different_keys_name_the_missing_and_extra_keys():
+    with pytest.raises(ValueError, match=r"^collate: ") as info:
+        one([{"a": 1, "b": 2}, {"a": 1, "b": 2}, {"a": 1, "c": 2}, {"a": 1}])
+    message = str(info.value)
+    assert "keys" in message
+    assert "batch positions [2]" in message and "'b'" in message and "'c'" in message
+    assert "batch positions [3]" in message
+    assert "same keys" in message and "pad" not in message.lower(), message
+
+
+def test_different_types_name_the_types_without_advising_padding():
+    with pytest.raises(ValueError, match=r"^collate: ") as info:
+        one([1, "a"])
+    message = str(info.value)
+    assert "int" in message and "str" in message and "pad" not in message.lower(), message
+    with pytest.raises(ValueError, match=r"^collate: .*type") as info:
+        one([{"a": 1}, [1]])
+    assert "dict" in str(info.value) and "list" in str(info.value)
+    with pytest.raises(ValueError, match=r"^collate: .*(?i:pad)"):
+        one([(1, 2), (1, 2, 3)])  # lengths: padding is the advice
