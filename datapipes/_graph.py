@@ -506,6 +506,22 @@ def _mermaid_text(text: str) -> str:
     return text.replace("\n", "<br>")
 
 
+def stage_by_stage(pipe: Pipe[Any], ctx: EpochContext) -> Iterator[Any]:
+    """One epoch of ``pipe``, each stage's ``stream`` over the one before: no planning, no
+    fusion, no workers. This is the definition every executor reproduces (what
+    :func:`datapipes.testing.reference` runs).
+
+    >>> import datapipes as dp
+    >>> list(stage_by_stage(dp.from_sequence(range(5)) | dp.batch(2), EpochContext(0, 0)))
+    [[0, 1], [2, 3], [4]]
+    """
+    pipe._require_runnable("iterate")
+    items: Iterator[Item] = iter(())
+    for stage_key, stage in pipe.keyed_stages():
+        items = stage.stream(items, ctx, stage_key)
+    return (x for _, x in items)
+
+
 def _check_composition(stages: tuple[Stage, ...]) -> None:
     """Refuse, when the pipe is built, what could only fail halfway through an epoch."""
     random_access = True  # a fragment may follow a random-access source

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .._graph import Pipe
+from .._graph import EpochContext, Pipe, stage_by_stage
+from .._seeds import check_epoch, check_seed
 
 __all__ = [
     "assert_deterministic",
@@ -49,14 +50,23 @@ def _is_tensor(value: object) -> bool:
     return type(value).__module__.startswith("torch") and hasattr(value, "dtype")
 
 
-def reference(pipe: Pipe[Any], epoch: int = 0, seed: int = 0) -> list[Any]:
-    """The elements of one epoch, run in this process (the reference every executor must match).
+def reference(
+    pipe: Pipe[Any], epoch: int = 0, seed: int = 0, *, on_error: str = "raise"
+) -> list[Any]:
+    """The elements of one epoch by the definition every executor must match: each stage's
+    ``stream`` over the one before, in this process, with no planning or fusion (so it also
+    checks ``pipe.iter``, which runs the planned path). ``on_error="skip"`` drops the
+    elements whose stage raised, as ``compile(on_error="skip")`` does.
 
     >>> import datapipes as dp
     >>> reference(dp.from_sequence(range(5)) | dp.batch(2))
     [[0, 1], [2, 3], [4]]
     """
-    return list(pipe.iter(epoch=epoch, seed=seed))
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"reference: on_error must be 'raise' or 'skip', got {on_error!r}")
+    ctx = EpochContext(check_seed(seed, "reference") or 0, check_epoch(epoch, "reference"),
+                       skip=on_error == "skip")
+    return list(stage_by_stage(pipe, ctx))
 
 
 def assert_equal_elements(a: object, b: object, where: str = "element") -> None:

@@ -9,15 +9,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._graph import Pipe
-from .assertions import _canonical, assert_equal_outputs
+from .assertions import _canonical, assert_equal_outputs, reference
 
 __all__ = ["assert_matches_reference", "assert_partitioned", "assert_resumable"]
 
 
 def assert_matches_reference(pipe: Pipe[Any], *, epochs: int = 2, **compile_kwargs: Any) -> None:
     """Compile ``pipe`` with ``compile_kwargs``, run ``epochs`` epochs, and assert that each
-    equals ``pipe.iter(epoch=e, seed=...)`` element by element (arrays and tensors by value,
-    dtype and shape). With ``ordered=False`` the elements are compared as a multiset.
+    equals the stage-by-stage :func:`~datapipes.testing.reference`, element by element
+    (arrays and tensors by value, dtype and shape), and so does ``pipe.iter()`` (the planned
+    path in this process). With ``ordered=False`` the elements are compared as a multiset.
     The loader is closed whatever happens.
 
     >>> import datapipes as dp
@@ -32,7 +33,10 @@ def assert_matches_reference(pipe: Pipe[Any], *, epochs: int = 2, **compile_kwar
     try:
         for epoch in range(epochs):
             got = list(loader)
-            expected = list(pipe.iter(epoch=epoch, seed=loader.seed))
+            expected = reference(loader.pipe, epoch, loader.seed, on_error=loader.on_error)
+            if loader.on_error == "raise":  # the planned path in this process, too
+                planned = list(loader.pipe.iter(epoch=epoch, seed=loader.seed))
+                assert_equal_outputs(expected, planned, f"epoch {epoch} with pipe.iter()")
             what = f"epoch {epoch} with {loader!r}"
             if ordered:
                 assert_equal_outputs(expected, got, what)

@@ -11,7 +11,7 @@ import torch
 import datapipes as dp
 from datapipes import _seeds
 from datapipes._graph import EpochContext
-from datapipes.executors.inline import run_naive
+from datapipes._graph import stage_by_stage as run_naive
 
 LETTERS = [10, 11, 12, 13, 14, 15]  # values differ from their indices, so keys are visible
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import datapipes as dp
 from datapipes._graph import EpochContext
-from datapipes.executors.inline import run_naive
+from datapipes._graph import stage_by_stage as run_naive
 from datapipes.stages.shard import shard_positions
 from datapipes.testing import assert_partitioned, assert_resumable
 from datapipes.testing.functions import (

@@ -8,7 +8,7 @@ import pytest
 import datapipes as dp
 from datapipes import _seeds
 from datapipes._graph import EpochContext
-from datapipes.executors.inline import run_naive
+from datapipes._graph import stage_by_stage as run_naive
 from datapipes.stages.shuffle import buffer_shuffle
 
 

@@ -10,7 +10,7 @@ import torch
 
 import datapipes as dp
 from datapipes._graph import EpochContext
-from datapipes.executors.inline import run_naive
+from datapipes._graph import stage_by_stage as run_naive
 
 
 class CountingDataset(torch.utils.data.Dataset):
