@@ -633,3 +633,18 @@ def test_share_objects_keeps_a_list_that_does_not_pickle() -> None:
     same, note = share_objects(pipe)
     assert same is pipe
     assert note is not None and "does not pickle" in note
+
+
+@pytest.mark.timeout(120)
+def test_a_long_list_of_tensors_torch_cannot_pickle_reaches_forked_workers() -> None:
+    # a list of 10,000 or more is pickled element by element for process workers
+    import torch
+
+    data = [torch.tensor([i, 2**15 + i], dtype=torch.uint16) for i in range(10_000)]
+    pipe = dp.from_sequence(data) | dp.take(50) | dp.batch(10) | dp.collate()
+    with pipe.compile(workers=2, start_method="fork") as loader:
+        got = list(loader)
+    want = list(pipe)
+    assert [b.dtype for b in got] == [torch.uint16] * 5
+    assert all(torch.equal(a.to(torch.int32), b.to(torch.int32)) for a, b in zip(got, want,
+                                                                                strict=True))

@@ -10,6 +10,7 @@ element they need.
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 from .._graph import Pipe
 from ..stages.sources import FromArrays, FromSequence
 from .mapped import MappedArray, file_backing
+from .transport import portable_tensor
 
 #: lists shorter than this are cheap to copy: not worth the unpickling per element
 MIN_LENGTH = 10_000
@@ -33,11 +35,17 @@ class SerializedSequence:
     """
 
     def __init__(self, items: Sequence[Any]) -> None:
-        blobs = [pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL) for x in items]
-        self._offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
-        np.cumsum([len(b) for b in blobs], out=self._offsets[1:])
-        self._data = np.frombuffer(b"".join(blobs), dtype=np.uint8)
-        self._n = len(blobs)
+        buffer = io.BytesIO()
+        pickler = _ElementPickler(buffer)
+        ends = []
+        for x in items:  # one pickle per element, each loadable alone
+            pickler.dump(x)
+            pickler.clear_memo()
+            ends.append(buffer.tell())
+        self._offsets = np.zeros(len(ends) + 1, dtype=np.int64)
+        self._offsets[1:] = ends
+        self._data = np.frombuffer(buffer.getbuffer(), dtype=np.uint8)
+        self._n = len(ends)
 
     def __len__(self) -> int:
         return self._n
@@ -54,6 +62,16 @@ class SerializedSequence:
     @property
     def nbytes(self) -> int:
         return int(self._data.nbytes + self._offsets.nbytes)
+
+
+class _ElementPickler(pickle.Pickler):
+    """Pickles elements as a worker must load them: tensors of every dtype included."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def reducer_override(self, obj: Any) -> Any:
+        return portable_tensor(obj)
 
 
 def snapshot(pipe: Pipe[Any]) -> Pipe[Any]:

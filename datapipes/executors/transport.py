@@ -309,6 +309,23 @@ def _torch_pickles() -> frozenset[Any]:
         "float64", "complex64", "complex128"))
 
 
+def portable_tensor(obj: Any) -> Any:
+    """For ``Pickler.reducer_override``: a CPU tensor whose dtype torch's own pickling cannot
+    bring back (uint16, uint32, uint64, float8, ...) as its bytes, shape and dtype; anything
+    else ``NotImplemented`` (pickled as usual)."""
+    tensor = tensor_type()
+    if (
+        tensor is None or type(obj) is not tensor or obj.device.type != "cpu"
+        or obj.is_sparse or obj.is_quantized or obj.dtype in _torch_pickles()
+    ):
+        return NotImplemented
+    return (_tensor_from_bytes, (_tensor_bytes(obj).copy(), tuple(obj.shape), obj.dtype))
+
+
+def _tensor_from_bytes(raw: np.ndarray, shape: tuple[int, ...], dtype: Any) -> Any:
+    return tensor_from_numpy(raw).view(dtype).reshape(shape)
+
+
 def _tensor_bytes(tensor: Any) -> np.ndarray:
     """A CPU tensor's contents as a flat uint8 array (a view when it is contiguous)."""
     flat = tensor.detach().contiguous().reshape(-1)
@@ -336,8 +353,7 @@ class _Unpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         if pid[0] == "r":
-            _, raw, shape, dtype = pid
-            return tensor_from_numpy(raw).view(dtype).reshape(shape)
+            return _tensor_from_bytes(*pid[1:])
         tag, chunk, offset, shape, dtype = pid
         if tag == "a":
             return np.ndarray(shape, dtype, buffer=self.maps[chunk], offset=offset)
