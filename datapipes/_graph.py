@@ -167,7 +167,56 @@ class Stage:
     #: the stage takes no stage key and does not change any value (prefetch, sharding)
     transparent: ClassVar[bool] = False
 
+    #: after the workers, its position is a counter (see ``resume``); else a checkpoint taken
+    #: while it runs there replays the epoch up to the position
+    resumable: ClassVar[bool] = False
+    #: it gives the same multiset of outputs whatever the order of its inputs (so the
+    #: workers before it may deliver as results come, with ``ordered=False``)
+    order_free: ClassVar[bool] = False
+
     def needs_random_access(self) -> bool:
+        return False
+
+    # -- how it runs: what the planner and the executors ask a stage ---------------------
+    def plan_into(self, planner: Any, stage_key: int) -> bool:
+        """Place this stage in the plan being built, by calling ``planner``
+        (:class:`datapipes.plan.Planner`): in the head, the workers' segment, or nowhere
+        (False, the default), which starts the tail: the stage then runs after the
+        workers, in the main process, on the stream in order."""
+        return False
+
+    def head_stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int
+                    ) -> Iterator[Item]:
+        """On a stream head: this stage over ``(key, (element, positions))`` items."""
+        return self.stream(items, ctx, stage_key)
+
+    def resume(
+        self, items: Iterator[Any], ctx: EpochContext, stage_key: int, local: int, before: Any
+    ) -> Iterator[Any]:
+        """After the workers (``resumable`` stages only): this stage over ``(key, value,
+        token)`` triples, from its counter ``local``; each output's token is ``[token of the
+        input that completed it, counter after it]`` (``before``: the token before the
+        first input, for an output that comes halfway through one)."""
+        raise NotImplementedError(f"{self!r} cannot resume from a counter")
+
+    def counter_limit(self) -> int | None:
+        """The largest counter ``resume`` can be at, when there is one (``take(n)``: n)."""
+        return None
+
+    def tail_reason(self, one_to_one: bool) -> str:
+        """Why the tail starts at this stage (for ``explain``)."""
+        if not one_to_one:
+            return "needs the stream in order: a filter or flat_map before it changes the count"
+        return "needs the stream in order"
+
+    def run_time_state(self) -> Any:
+        """What this stage reads when the pipe runs rather than from its parameters (the
+        rank of ``shard_by_rank``), to be recorded in a checkpoint; None if nothing."""
+        return None
+
+    def hands_over_as_is(self) -> bool:
+        """Whether its output (tensors only) goes to the consumer untouched when it ends a
+        worker's segment: it can then be written straight into shared memory."""
         return False
 
     def random_access_error(self) -> str:

@@ -30,8 +30,7 @@ from .executors.shared_list import share_objects, snapshot
 from .executors.sizing import ChunkSizer
 from .options import LoaderOptions
 from .plan import Plan, plan, with_positions
-from .stages._kinds import ElementStage
-from .stages.prefetch import Prefetch, background
+from .stages.prefetch import background
 from .stages.shard import shard_by_rank
 from .stats import LoaderStats, Tally, metered
 
@@ -93,7 +92,7 @@ class Loader:
         # Results may come as they finish only when nothing after the workers depends on
         # their order; else the multiset itself would change (a batch, a take, ...).
         self._order_needed_by = next(
-            (s for _, s in self._plan.tail if not isinstance(s, (ElementStage, Prefetch))), None
+            (s for _, s in self._plan.tail if not s.order_free), None
         )
         self._unordered = not o.ordered and self._order_needed_by is None
         # What process workers run: the same plan, over a shared copy of a large list.

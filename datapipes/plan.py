@@ -26,13 +26,7 @@ import numpy as np
 
 from ._graph import EpochContext, Item, Pipe, Stage, add_note
 from .stages._kernel import MAP, POSITION, ElementOp, apply_ops, plain_maps
-from .stages._kinds import ElementStage, IndexStage
 from .stages.batch import Batch, batch_count, batch_iter
-from .stages.collate import Collate
-from .stages.interleave import Interleave
-from .stages.map import ParallelMap
-from .stages.positions import Enumerate
-from .stages.prefetch import Prefetch
 from .stages.sources import Source
 from .stats import Meter, metered_ops
 
@@ -110,7 +104,7 @@ class Plan:
 
     @property
     def has_positions(self) -> bool:
-        return any(isinstance(stage, Enumerate) for _, stage in self.index_ops)
+        return any(op[0] == POSITION for op in self.element_ops)
 
     @property
     def collates_last(self) -> bool:
@@ -119,8 +113,7 @@ class Plan:
         ops = self.batch_ops if self.batch is not None else self.element_ops
         if not ops:
             return False
-        stage = ops[-1][1]
-        return isinstance(stage, Collate) and stage.fn is None and stage.to == "torch"
+        return bool(ops[-1][2].hands_over_as_is())
 
     def unit_count(self) -> int | None:
         """How many units the head hands the segment in an epoch, when that is known
@@ -142,18 +135,7 @@ class Plan:
         rows: Any = range(self.source.size())
         columns: list[np.ndarray] = []
         for stage_key, stage in self.index_ops:
-            if isinstance(stage, Enumerate):
-                columns.append(np.arange(len(rows)))
-                continue
-            assert isinstance(stage, IndexStage)
-            sel: Any = stage.select(len(rows), ctx, stage_key)
-            if isinstance(sel, slice) and isinstance(rows, range):
-                rows = rows[sel]
-            else:
-                if isinstance(rows, range):
-                    rows = np.arange(rows.start, rows.stop, rows.step)
-                rows = rows[sel]
-            columns = [c[sel] for c in columns]
+            rows, columns = stage.index_step(rows, columns, ctx, stage_key)  # type: ignore[attr-defined]
         return IndexTable(rows, tuple(columns))
 
     def stream_units(self, ctx: EpochContext) -> Iterator[tuple[Any, Any, tuple[int, ...]]]:
@@ -165,13 +147,7 @@ class Plan:
             elements = self.source.stream(iter(()), ctx, 0)  # notes a failing read with its key
             items, ops = ((k, (x, ())) for k, x in elements), self.index_ops
         for stage_key, stage in ops:
-            if isinstance(stage, Enumerate):
-                items = _add_position(items)
-            elif isinstance(stage, Interleave):  # it reads values: no position before it (plan)
-                values = stage.stream(((k, x) for k, (x, _) in items), ctx, stage_key)
-                items = ((k, (y, ())) for k, y in values)
-            else:
-                items = stage.stream(items, ctx, stage_key)
+            items = stage.head_stream(items, ctx, stage_key)
         return ((k, x, pos) for k, (x, pos) in items)
 
     def _fetched(self, ctx: EpochContext) -> Iterator[Item]:
@@ -282,14 +258,12 @@ class Plan:
         """Tasks from unit ``start`` on: ``(first unit, kind, payload)``; a batch is one unit,
         else a task holds ``chunk()`` units, asked anew for each task."""
         if self.batch is not None:
-            size, drop_last = self.batch.size, self.batch.drop_last
             if self.random_access:
                 table = self.index_table(ctx)
-                n = len(table)
-                stop = n - n % size if drop_last else n
-                for b in range(start, -(-stop // size)):
-                    yield b, TASK_BATCH, (b, table.units(b * size, min(b * size + size, stop)))
+                for b, first, stop in self.batch.bounds(len(table), start):
+                    yield b, TASK_BATCH, (b, table.units(first, stop))
             else:
+                size, drop_last = self.batch.size, self.batch.drop_last
                 batches = batch_iter(self.stream_units(ctx), size, drop_last=drop_last)
                 for b, units in itertools.islice(enumerate(batches), start, None):
                     yield b, TASK_BATCH, (b, units)
@@ -475,103 +449,138 @@ def _fusable(source: Source, maps: Sequence[tuple[Stage, Any]]) -> bool:
     return all(len(reprs) == 1 for reprs in stages_by_code.values())
 
 
-def _add_position(items: Iterator[Item]) -> Iterator[Item]:
-    for position, (key, (x, pos)) in enumerate(items):
-        yield key, (x, (*pos, position))
+class Planner:
+    """A plan in the making. :func:`plan` offers each stage in turn its place
+    (``Stage.plan_into``); the stage takes one by calling the method that fits what it is,
+    which answers whether the stage fits there. The first stage that takes no place starts
+    the tail. Phases: the head (index stages), then the segment (element stages), then,
+    once a ``batch`` whose membership follows from the head is in, the ops on whole
+    batches."""
+
+    def __init__(self, source: Source, skipping: bool) -> None:
+        self.source = source
+        self.skipping = skipping
+        self.placements = [
+            Placement(source, WORKERS, "each worker fetches the elements it needs by index")
+            if source.keeps_random_access
+            else Placement(source, HEAD, "reads the stream in order")
+        ]
+        self.index_ops: list[tuple[int, Stage]] = []
+        #: after a random-access head turned into a stream (an interleave)
+        self.stream_ops: list[tuple[int, Stage]] = []
+        self.element_ops: list[ElementOp] = []
+        self.batch: Batch | None = None
+        self.batch_ops: list[ElementOp] = []
+        self.phase = "head"  # then "segment", "batch"
+        self.one_to_one = True
+        self.pool: tuple[str, int] | None = None
+        self.ahead: int | None = None
+        self.last_index_stage = 0
+        self.position = 0  # of the stage being offered, in pipe.stages
+
+    def _head(self, stage_key: int, stage: Stage, where: str) -> None:
+        (self.stream_ops if self.stream_ops else self.index_ops).append((stage_key, stage))
+        self.last_index_stage = self.position
+        self.placements.append(Placement(stage, HEAD, where))
+
+    def _head_place(self) -> str:
+        if self.source.keeps_random_access and not self.stream_ops:
+            return "index arithmetic, no element is read"
+        return "on the stream as it is read, before the workers"
+
+    def add_index(self, stage: Stage, stage_key: int) -> bool:
+        """A stage that reorders or selects without reading (``IndexStage.index_step``)."""
+        if self.phase != "head":
+            return False
+        self._head(stage_key, stage, self._head_place())
+        return True
+
+    def add_position(self, stage: Stage, stage_key: int) -> bool:
+        """``enumerate``: a column of the head, placed into the element by the workers."""
+        if self.phase != "head":
+            return False
+        column = sum(op[0] == POSITION for op in self.element_ops)
+        self.element_ops.append((POSITION, column, stage, stage_key))
+        self._head(stage_key, stage, self._head_place())
+        return True
+
+    def add_reader(self, stage: Stage, stage_key: int) -> bool:
+        """A stage that reads its inputs' streams (``interleave``): in the head, while what
+        it reads has passed through no element stage and no position."""
+        if self.phase != "head" or self.element_ops:
+            return False
+        if self.source.keeps_random_access and not self.stream_ops:  # the head turns a stream
+            self.placements[0] = Placement(self.source, HEAD, f"fetched here for {stage!r}")
+            self.stream_ops.append((stage_key, stage))
+        else:
+            self.index_ops.append((stage_key, stage))
+        self.last_index_stage = self.position
+        self.placements.append(Placement(stage, HEAD, "reads its inputs' streams here, before "
+                                                      "the workers"))
+        return True
+
+    def add_element(self, stage: Stage, op: ElementOp) -> bool:
+        """A stage on each element alone (``ElementStage.element_op``): in the segment."""
+        if self.phase == "batch":
+            self.batch_ops.append(op)
+            self.placements.append(Placement(stage, WORKERS, "per batch"))
+            return True
+        if self.skipping or not getattr(stage, "one_to_one", False):
+            self.phase = "segment"
+            self.one_to_one = False
+        self.element_ops.append(op)
+        self.placements.append(Placement(stage, WORKERS, "per element"))
+        return True
+
+    def add_batch(self, stage: Batch) -> bool:
+        """``batch``, in the segment when its membership follows from the head alone."""
+        if self.phase == "batch" or not self.one_to_one:
+            return False
+        self.phase = "batch"
+        self.batch = stage
+        self.placements.append(Placement(stage, WORKERS, "membership follows from the head"))
+        return True
+
+    def add_ahead(self, stage: Stage, n: int) -> bool:
+        """``prefetch``: the segment runs ``n`` ahead."""
+        self.ahead = max(self.ahead or 0, n)
+        self.placements.append(Placement(stage, WORKERS, "the segment runs ahead"))
+        return True
+
+    def use_pool(self, backend: str, workers: int) -> None:
+        """In this process, run the segment on a pool of ``workers`` (``parallel_map``)."""
+        if self.pool is None or workers > self.pool[1]:
+            self.pool = (backend, workers)
+
+    def build(self, pipe: Pipe[Any], tail: tuple[tuple[int, Stage], ...]) -> Plan:
+        if tail:
+            first = tail[0][1]
+            self.placements.append(Placement(first, TAIL, first.tail_reason(self.one_to_one)))
+            for _, stage in tail[1:]:
+                self.placements.append(Placement(stage, TAIL, f"after {first!r}"))
+        return Plan(pipe, self.source, tuple(self.index_ops), tuple(self.element_ops),
+                    self.batch, tuple(self.batch_ops), tail, tuple(self.placements), self.pool,
+                    self.ahead, self.last_index_stage, stream_ops=tuple(self.stream_ops))
 
 
 def plan(pipe: Pipe[Any], *, skipping: bool = False) -> Plan:
     """Split a runnable pipe into head, segment and tail (see the module docstring).
 
     The plan is the same whoever runs it, so positions (checkpoints) mean the same to
-    every executor. ``parallel_map`` in the segment is a map there: workers already run in
-    parallel, and a pipe run in this process runs its segment on a pool of that size
-    (``Plan.pool``). ``prefetch`` there has workers run ahead, or a thread in this process
-    (``Plan.ahead``). ``skipping`` plans for ``on_error="skip"``: any element may be
-    dropped, so no element stage counts as 1:1 (counts and positions are known by running).
+    every executor. Each stage places itself (``Stage.plan_into``, :class:`Planner`).
+    ``skipping`` plans for ``on_error="skip"``: any element may be dropped, so no element
+    stage counts as 1:1 (counts and positions are known by running).
     """
     keyed = pipe.keyed_stages()
     source = keyed[0][1]
     assert isinstance(source, Source)
-    placements = [
-        Placement(source, WORKERS, "each worker fetches the elements it needs by index")
-        if source.keeps_random_access
-        else Placement(source, HEAD, "reads the stream in order")
-    ]
-    index_ops: list[tuple[int, Stage]] = []
-    stream_ops: list[tuple[int, Stage]] = []  # after a random-access head turns into a stream
-    element_ops: list[ElementOp] = []
-    batch: Batch | None = None
-    batch_ops: list[ElementOp] = []
+    planner = Planner(source, skipping)
     rest = keyed[1:]
     pos = 0
-    phase = "head"  # then "segment", "batch"
-    one_to_one = True
-    pool: tuple[str, int] | None = None
-    ahead: int | None = None
-    last_index_stage = 0
     while pos < len(rest):
+        planner.position = pos + 1  # its place in pipe.stages
         stage_key, stage = rest[pos]
-        if isinstance(stage, Prefetch):
-            ahead = max(ahead or 0, stage.n)
-            placements.append(Placement(stage, WORKERS, "the segment runs ahead"))
-        elif phase == "head" and isinstance(stage, Interleave) and not element_ops:
-            # (what it reads has passed through no element stage and no enumerate)
-            if source.keeps_random_access and not stream_ops:  # the head turns into a stream
-                placements[0] = Placement(source, HEAD, f"fetched here for {stage!r}")
-            (stream_ops if source.keeps_random_access else index_ops).append((stage_key, stage))
-            last_index_stage = pos + 1
-            placements.append(Placement(stage, HEAD, "reads its inputs' streams here, before "
-                                                     "the workers"))
-        elif phase == "head" and isinstance(stage, (IndexStage, Enumerate)):
-            if isinstance(stage, Enumerate):
-                column = sum(isinstance(s, Enumerate) for _, s in (*index_ops, *stream_ops))
-                element_ops.append((POSITION, column, stage, stage_key))
-            (stream_ops if stream_ops else index_ops).append((stage_key, stage))
-            last_index_stage = pos + 1  # its place in pipe.stages
-            placements.append(
-                Placement(stage, HEAD, "index arithmetic, no element is read")
-                if source.keeps_random_access and not stream_ops
-                else Placement(stage, HEAD, "on the stream as it is read, before the workers")
-            )
-        elif isinstance(stage, ElementStage):
-            if phase == "batch":
-                batch_ops.append(stage.element_op(stage_key))
-                placements.append(Placement(stage, WORKERS, "per batch"))
-            else:
-                if skipping or not stage.one_to_one:
-                    phase = "segment"
-                    one_to_one = False
-                element_ops.append(stage.element_op(stage_key))
-                placements.append(Placement(stage, WORKERS, "per element"))
-            if isinstance(stage, ParallelMap) and (pool is None or stage.workers > pool[1]):
-                pool = (stage.backend, stage.workers)
-        elif isinstance(stage, Batch) and phase != "batch" and one_to_one:
-            phase = "batch"
-            batch = stage
-            placements.append(Placement(stage, WORKERS, "membership follows from the head"))
-        else:
+        if not stage.plan_into(planner, stage_key):
             break
         pos += 1
-
-    # The tail: the first stage that needs the whole stream, and everything after it.
-    tail = tuple(rest[pos:])
-    if tail:
-        first = tail[0][1]
-        placements.append(Placement(first, TAIL, _tail_reason(first, one_to_one)))
-        for _, stage in tail[1:]:
-            placements.append(Placement(stage, TAIL, f"after {first!r}"))
-    return Plan(pipe, source, tuple(index_ops), tuple(element_ops), batch, tuple(batch_ops),
-                tail, tuple(placements), pool, ahead, last_index_stage,
-                stream_ops=tuple(stream_ops))
-
-
-def _tail_reason(stage: Stage, one_to_one: bool) -> str:
-    if isinstance(stage, Prefetch):
-        return "runs what comes before it on a background thread"
-    if isinstance(stage, Interleave):
-        return ("mixes its inputs' streams, here after the workers (it runs before them only "
-                "right after the source and stages on indices: no map or enumerate before it)")
-    if not one_to_one:
-        return "needs the stream in order: a filter or flat_map before it changes the count"
-    return "needs the stream in order"
+    return planner.build(pipe, tuple(rest[pos:]))

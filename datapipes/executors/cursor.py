@@ -14,7 +14,6 @@ from its start and its first ``n`` outputs dropped. ``explain()`` says so.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import itertools
 import json
@@ -23,12 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _seeds
 from .._graph import EpochContext, Stage
-from ..stages._kernel import apply_ops
-from ..stages._kinds import ElementStage
-from ..stages.batch import Batch, batch_iter
-from ..stages.map import ParallelMap, pooled_map
-from ..stages.positions import Enumerate, Skip, Take
-from ..stages.prefetch import Prefetch, background
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -38,7 +31,7 @@ Triple = tuple[Any, Any, Any]  # (key, value, token)
 
 def resumable(stage: Stage) -> bool:
     """Whether a tail stage's position is a few counters (see the module docstring)."""
-    return isinstance(stage, (ElementStage, Batch, Take, Skip, Enumerate, Prefetch))
+    return stage.resumable
 
 
 def start_tokens(tail: tuple[tuple[int, Stage], ...], token: Any) -> tuple[Any, list[Any]]:
@@ -66,91 +59,9 @@ def run_tail(
 ) -> Iterator[Triple]:
     """Run the tail on ``(key, value, token)`` triples, from each stage's local state."""
     for (stage_key, stage), local in zip(tail, locals_, strict=True):
-        items = _resume(stage, items, ctx, stage_key, local, start)
+        items = stage.resume(items, ctx, stage_key, int(local), start)
         start = [start, local]
     return items
-
-
-def _resume(
-    stage: Stage, items: Iterator[Triple], ctx: EpochContext, stage_key: int, local: Any, start: Any
-) -> Iterator[Triple]:
-    if isinstance(stage, ParallelMap):
-        return _pooled(stage, items, ctx, stage_key)
-    if isinstance(stage, ElementStage):
-        return _element(stage, items, ctx, stage_key, int(local), start)
-    if isinstance(stage, Batch):
-        return _batch(stage, items, int(local))
-    if isinstance(stage, Take):
-        return _take(stage, items, int(local))
-    if isinstance(stage, Skip):
-        return _skip(stage, items, int(local))
-    if isinstance(stage, Enumerate):
-        return _enumerate(items, int(local))
-    if isinstance(stage, Prefetch):
-        return ((k, x, [t, 0]) for k, x, t in background(items, stage.n))
-    raise TypeError(f"{stage!r} cannot be resumed from counters")  # guarded by resumable()
-
-
-def _element(
-    stage: ElementStage, items: Iterator[Triple], ctx: EpochContext, stage_key: int,
-    skip: int, before: Any,
-) -> Iterator[Triple]:
-    # local state: how many outputs of the next input were already delivered
-    ops = (stage.element_op(stage_key),)
-    for key, x, token in items:
-        outputs = list(apply_ops(ops, 0, key, x, (), ctx))
-        last = len(outputs) - 1
-        for i in range(skip, len(outputs)):
-            k, y = outputs[i]
-            # mid-element: resume by recomputing this input (from the token before it)
-            yield k, y, ([before, i + 1] if i < last else [token, 0])
-        skip = 0
-        before = token
-
-
-def _pooled(stage: ParallelMap, items: Iterator[Triple], ctx: EpochContext,
-            stage_key: int) -> Iterator[Triple]:
-    tokens: collections.deque[tuple[Any, Any]] = collections.deque()
-
-    def pairs() -> Iterator[tuple[Any, Any]]:
-        for key, x, token in items:
-            tokens.append((key, token))
-            yield key, x
-
-    for key, y in pooled_map(stage, pairs(), ctx, stage_key):
-        while True:  # elements skipped under on_error="skip" leave their tokens behind
-            k, token = tokens.popleft()
-            if k == key:
-                break
-        yield key, y, [token, 0]
-
-
-def _batch(stage: Batch, items: Iterator[Triple], b: int) -> Iterator[Triple]:
-    # local state: the key of the next batch (a batch is cut only when it is full, so
-    # between outputs no element sits half-batched)
-    for chunk in batch_iter(items, stage.size, drop_last=stage.drop_last):
-        yield b, [x for _, x, _ in chunk], [chunk[-1][2], b + 1]
-        b += 1
-
-
-def _take(stage: Take, items: Iterator[Triple], taken: int) -> Iterator[Triple]:
-    for key, x, token in itertools.islice(items, max(0, stage.n - taken)):
-        taken += 1
-        yield key, x, [token, taken]
-
-
-def _skip(stage: Skip, items: Iterator[Triple], skipped: int) -> Iterator[Triple]:
-    for _ in itertools.islice(items, max(0, stage.n - skipped)):
-        pass
-    for key, x, token in items:
-        yield key, x, [token, stage.n]
-
-
-def _enumerate(items: Iterator[Triple], position: int) -> Iterator[Triple]:
-    for key, x, token in items:
-        yield key, (position, x), [token, position + 1]
-        position += 1
-
 
 
 def epoch_from(
@@ -187,33 +98,14 @@ _KEYS = frozenset({"format", "pipe", "fingerprint", "on_error", "seed", "epoch",
 
 
 def fingerprint(pipe: Any) -> str:
-    """A digest of a pipe's stages and parameters (and its source's length)."""
-    from ..stages.shard import ShardByRank, current_rank
-
+    """A digest of a pipe's stages and parameters (and its source's length and a sample of
+    its elements, when in memory)."""
     source = pipe.stages[0]
     size = source.length(0)
-    # a shard that reads its rank at run time: the rank it has here is part of the state
-    ranks = [current_rank(s.rank, s.world_size) for s in pipe.stages if isinstance(s, ShardByRank)]
-    text = f"{pipe!r}|{type(source).__qualname__}|{size}|{ranks}|{_sample(source)}"
+    # what stages read when the pipe runs (a shard's rank) is part of the state too
+    read = [state for s in pipe.stages if (state := s.run_time_state()) is not None]
+    text = f"{pipe!r}|{type(source).__qualname__}|{size}|{read}|{source.sample_text()}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _sample(source: Any) -> str:
-    """A few of a source's elements, when reading them is free (in-memory data): so that a
-    state does not fit another list of the same length."""
-    from ..stages.sources import FromArrays, FromSequence
-
-    if isinstance(source, FromSequence) and isinstance(source.seq, (list, tuple, range)):
-        data = source.seq
-    elif isinstance(source, FromArrays):
-        data = [name for name, _ in source.columns]
-        data += [repr(column[i]) for _, column in source.columns
-                 for i in {0, len(column) // 2, len(column) - 1} if len(column)]
-    else:
-        return ""
-    n = len(data)
-    picks = sorted({0, n // 2, n - 1}) if n else []
-    return "|".join(repr(data[i])[:200] for i in picks)
 
 
 def _checksum(body: dict[str, Any]) -> str:
@@ -326,7 +218,7 @@ def _check_position(position: Any, plan: Plan, delivered: int, on_error: str) ->
         raise ValueError(f"load_state_dict: position {position!r} is past the end of the "
                          f"epoch (unit {p}, output {j}; the epoch has {units} units)")
     for (_, stage), local in zip(plan.tail, locals_, strict=True):
-        limit = getattr(stage, "n", None) if isinstance(stage, (Take, Skip)) else None
+        limit = stage.counter_limit()
         if limit is not None and local > limit:
             raise ValueError(f"load_state_dict: position {position!r} says {stage!r} is at "
                              f"{local}, past its {limit}")

@@ -9,9 +9,9 @@ from typing import Any, ClassVar, TypeVar
 import attrs
 import numpy as np
 
-from .._graph import EpochContext, Item, Pipe, Stage, check_int, fail, positional
+from .._graph import EpochContext, Pipe, check_int, fail, positional
 from ._kernel import FLAT, ElementOp
-from ._kinds import ElementStage
+from ._kinds import CountingStage, ElementStage, Triple
 
 T = TypeVar("T")
 
@@ -36,7 +36,7 @@ def batch_count(n: int, size: int, drop_last: bool) -> int:
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class Batch(Stage):
+class Batch(CountingStage):
     call_name: ClassVar[str] = "batch"
     size: int = positional()
     drop_last: bool = False
@@ -44,9 +44,25 @@ class Batch(Stage):
     def length(self, n: int) -> int:
         return batch_count(n, self.size, self.drop_last)
 
-    def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
-        for b, chunk in enumerate(batch_iter(items, self.size, drop_last=self.drop_last)):
-            yield b, [x for _, x in chunk]
+    def plan_into(self, planner: Any, stage_key: int) -> bool:
+        return bool(planner.add_batch(self))
+
+    def resume(
+        self, items: Iterator[Triple], ctx: EpochContext, stage_key: int, local: int, before: Any
+    ) -> Iterator[Triple]:
+        # the counter: the key of the next batch (a batch is cut only when it is full, so
+        # between outputs no element sits half-batched)
+        b = local
+        for chunk in batch_iter(items, self.size, drop_last=self.drop_last):
+            yield b, [x for _, x, _ in chunk], [chunk[-1][2], b + 1]
+            b += 1
+
+    def bounds(self, n: int, start: int) -> Iterator[tuple[int, int, int]]:
+        """In the workers' segment over ``n`` indexed units: ``(b, first, stop)`` for each
+        batch from batch ``start`` (its membership is index arithmetic)."""
+        stop = n - n % self.size if self.drop_last else n
+        for b in range(start, -(-stop // self.size)):
+            yield b, b * self.size, min(b * self.size + self.size, stop)
 
 
 def batch(size: int, *, drop_last: bool = False) -> Pipe[list[Any]]:

@@ -272,6 +272,9 @@ class Collate(ElementStage):
     def element_op(self, stage_key: int) -> ElementOp:
         return (MAP, self, self, stage_key)
 
+    def hands_over_as_is(self) -> bool:
+        return self.fn is None and self.to == "torch"
+
 
 def collate(fn: Callable[[list[Any]], Any] | None = None, *, to: str = "torch") -> Pipe[Any]:
     """Turn each batch (a list) into stacked arrays or tensors.

@@ -24,6 +24,19 @@ class Interleave(Stage):
     cycle_length: int
     block_length: int = 1
 
+    def plan_into(self, planner: Any, stage_key: int) -> bool:
+        return bool(planner.add_reader(self, stage_key))
+
+    def head_stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int
+                    ) -> Iterator[Item]:
+        # it reads values, and the plan puts no position before it
+        values = self.stream(((k, x) for k, (x, _) in items), ctx, stage_key)
+        return ((k, (y, ())) for k, y in values)
+
+    def tail_reason(self, one_to_one: bool) -> str:
+        return ("mixes its inputs' streams, here after the workers (it runs before them only "
+                "right after the source and stages on indices: no map or enumerate before it)")
+
     def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
         inputs = iter(items)
         # each slot: (the input's key, its outputs numbered from 0)

@@ -98,6 +98,29 @@ class ParallelMap(Map):
     def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
         return pooled_map(self, items, ctx, stage_key)
 
+    def plan_into(self, planner: Any, stage_key: int) -> bool:
+        # in the segment it is a map: the workers already run in parallel; a pipe run in
+        # this process runs its segment on a pool of this size
+        planner.use_pool(self.backend, self.workers)
+        return super().plan_into(planner, stage_key)
+
+    def resume(
+        self, items: Iterator[Any], ctx: EpochContext, stage_key: int, local: int, before: Any
+    ) -> Iterator[Any]:
+        tokens: collections.deque[tuple[Any, Any]] = collections.deque()
+
+        def pairs() -> Iterator[Item]:
+            for key, x, token in items:
+                tokens.append((key, token))
+                yield key, x
+
+        for key, y in pooled_map(self, pairs(), ctx, stage_key):
+            while True:  # elements skipped under on_error="skip" leave their tokens behind
+                k, token = tokens.popleft()
+                if k == key:
+                    break
+            yield key, y, [token, 0]
+
 
 def parallel_map(
     fn: Callable[..., Any],

@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import attrs
+import numpy as np
 
-from .._graph import EpochContext, Item, Pipe, Stage, check_int, positional
-from ._kinds import IndexStage
+from .._graph import EpochContext, Item, Pipe, check_int, positional
+from ._kinds import CountingStage, IndexStage, Triple
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class Take(IndexStage):
+class Take(CountingStage, IndexStage):
     call_name: ClassVar[str] = "take"
     n: int = positional()
 
@@ -24,8 +25,16 @@ class Take(IndexStage):
     def select(self, n: int, ctx: EpochContext, stage_key: int) -> slice:
         return slice(0, self.n)
 
-    def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
-        return itertools.islice(items, self.n)
+    def counter_limit(self) -> int:
+        return self.n
+
+    def resume(
+        self, items: Iterator[Triple], ctx: EpochContext, stage_key: int, local: int, before: Any
+    ) -> Iterator[Triple]:
+        taken = local  # the counter: elements taken so far
+        for key, x, token in itertools.islice(items, max(0, self.n - taken)):
+            taken += 1
+            yield key, x, [token, taken]
 
 
 def take(n: int) -> Pipe[Any]:
@@ -39,7 +48,7 @@ def take(n: int) -> Pipe[Any]:
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class Skip(IndexStage):
+class Skip(CountingStage, IndexStage):
     call_name: ClassVar[str] = "skip"
     n: int = positional()
 
@@ -49,8 +58,17 @@ class Skip(IndexStage):
     def select(self, n: int, ctx: EpochContext, stage_key: int) -> slice:
         return slice(self.n, None)
 
-    def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
-        return itertools.islice(items, self.n, None)
+    def counter_limit(self) -> int:
+        return self.n
+
+    def resume(
+        self, items: Iterator[Triple], ctx: EpochContext, stage_key: int, local: int, before: Any
+    ) -> Iterator[Triple]:
+        # the counter: elements skipped so far (n once the output has begun)
+        for _ in itertools.islice(items, max(0, self.n - local)):
+            pass
+        for key, x, token in items:
+            yield key, x, [token, self.n]
 
 
 def skip(n: int) -> Pipe[Any]:
@@ -64,16 +82,34 @@ def skip(n: int) -> Pipe[Any]:
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class Enumerate(Stage):
+class Enumerate(CountingStage):
     call_name: ClassVar[str] = "enumerate"
     keeps_random_access: ClassVar[bool] = True
 
     def length(self, n: int) -> int:
         return n
 
-    def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
-        for position, (key, x) in builtins.enumerate(items):
-            yield key, (position, x)
+    def plan_into(self, planner: Any, stage_key: int) -> bool:
+        return bool(planner.add_position(self, stage_key))
+
+    def index_step(
+        self, rows: Any, columns: list[np.ndarray], ctx: EpochContext, stage_key: int
+    ) -> tuple[Any, list[np.ndarray]]:
+        """In the index head: a column of positions, placed into elements by the workers."""
+        return rows, [*columns, np.arange(len(rows))]
+
+    def head_stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int
+                    ) -> Iterator[Item]:
+        """On a stream head: the position joins the element's positions, placed into it by
+        the workers after the maps before this stage."""
+        for position, (key, (x, positions)) in builtins.enumerate(items):
+            yield key, (x, (*positions, position))
+
+    def resume(
+        self, items: Iterator[Triple], ctx: EpochContext, stage_key: int, local: int, before: Any
+    ) -> Iterator[Triple]:
+        for position, (key, x, token) in builtins.enumerate(items, local):
+            yield key, (position, x), [token, position + 1]
 
 
 def enumerate() -> Pipe[Any]:

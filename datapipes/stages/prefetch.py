@@ -71,8 +71,23 @@ class Prefetch(Stage):
     def length(self, n: int) -> int:
         return n
 
+    resumable: ClassVar[bool] = True
+    order_free: ClassVar[bool] = True
+
     def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
         return background(items, self.n)
+
+    def plan_into(self, planner: Any, stage_key: int) -> bool:
+        return bool(planner.add_ahead(self, self.n))
+
+    def resume(
+        self, items: Iterator[Any], ctx: EpochContext, stage_key: int, local: int, before: Any
+    ) -> Iterator[Any]:
+        # tokens travel with the items: the position is that of what the consumer got
+        return ((k, x, [t, 0]) for k, x, t in background(items, self.n))
+
+    def tail_reason(self, one_to_one: bool) -> str:
+        return "runs what comes before it on a background thread"
 
 
 def prefetch(n: int) -> Pipe[Any]:

@@ -74,6 +74,9 @@ class ShardByRank(IndexStage):
     def select(self, n: int, ctx: EpochContext, stage_key: int) -> np.ndarray:
         return shard_positions(n, *current_rank(self.rank, self.world_size), self.even)
 
+    def run_time_state(self) -> tuple[int, int]:
+        return current_rank(self.rank, self.world_size)
+
     def stream(self, items: Iterator[Item], ctx: EpochContext, stage_key: int) -> Iterator[Item]:
         # In groups of world_size: the rank takes its member of each whole group; the last,
         # partial group is dropped, padded from the stream's start, or taken as it falls.
