@@ -6,7 +6,9 @@
 [[0, 10, 20, 30], [40, 50]]
 """
 
+from ._graph import EpochContext as EpochContext
 from ._graph import Pipe as Pipe
+from ._graph import Stage as Stage
 from .errors import StageError as StageError
 from .errors import WorkerError as WorkerError
 from .loader import Loader as Loader
@@ -15,6 +17,7 @@ from .stages.batch import unbatch as unbatch
 from .stages.collate import collate as collate
 from .stages.filter import filter as filter
 from .stages.interleave import interleave as interleave
+from .stages.map import MapStage as MapStage
 from .stages.map import flat_map as flat_map
 from .stages.map import map as map
 from .stages.map import parallel_map as parallel_map
@@ -31,8 +34,11 @@ from .stages.sources import from_iterable as from_iterable
 from .stages.sources import from_sequence as from_sequence
 
 __all__ = [
+    "EpochContext",
     "Loader",
+    "MapStage",
     "Pipe",
+    "Stage",
     "StageError",
     "WorkerError",
     "batch",

@@ -20,7 +20,15 @@ Item = tuple[Any, Any]  # (element key, value): what flows between stages
 
 class EpochContext:
     """What a running stage may know about its epoch: the seed, the epoch number, and the
-    error policy (``skip``: drop an element whose stage raised, and record it)."""
+    error policy (``skip``: drop an element whose stage raised, and record it). A stage of
+    your own gets it in ``stream`` and draws its randomness from it.
+
+    >>> import datapipes as dp
+    >>> ctx = dp.EpochContext(seed=0, epoch=1)
+    >>> rng = ctx.element_rng(stage_key=2, key=7)  # the same for every run and worker
+    >>> int(rng.integers(100)) == int(ctx.element_rng(2, 7).integers(100))
+    True
+    """
 
     __slots__ = ("epoch", "seed", "skip", "skipped")
 
@@ -156,7 +164,23 @@ class Stage:
 
     Subclasses say how they compose (the class variables) and give their semantics as
     ``stream``: a generator over ``(key, value)`` items. ``stream`` is the plain,
-    stage-by-stage definition that every executor must reproduce.
+    stage-by-stage definition that every executor must reproduce. The methods below it
+    (``plan_into``, ``resume``, ...) say how the stage runs; a stage of your own that only
+    writes ``stream`` runs after the workers, in the main process, and a checkpoint taken
+    in its epoch replays the epoch up to its position (``docs/extending.md``).
+
+    >>> import attrs, datapipes as dp
+    >>> @attrs.frozen(kw_only=True, repr=False)
+    ... class Pairs(dp.Stage):
+    ...     call_name = "pairs"
+    ...     def stream(self, items, ctx, stage_key):
+    ...         last = None
+    ...         for key, x in items:
+    ...             if last is not None:
+    ...                 yield key, (last, x)
+    ...             last = x
+    >>> list(dp.from_sequence([1, 2, 3]) | Pairs())
+    [(1, 2), (2, 3)]
     """
 
     #: the public function that builds this stage, as it shows in ``repr``

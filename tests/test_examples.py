@@ -98,3 +98,10 @@ def test_every_example_is_run() -> None:
     }
     elsewhere = {"ddp.py"}  # tests/test_distributed.py
     assert {p.name for p in EXAMPLES.glob("*.py")} == run_here | elsewhere
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 30)
+def test_custom_stages() -> None:
+    out = run("examples/custom_stages.py").stdout
+    assert "clip_scale(low=2, high=9, scale=10)  workers  per element" in out, out
+    assert "compile(workers=2) equals the reference: True" in out, out

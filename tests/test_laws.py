@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 import datapipes as dp
 from datapipes import Pipe
 from datapipes._graph import EpochContext
-from datapipes._seeds import name_key
 from datapipes._graph import stage_by_stage as run_naive
+from datapipes._seeds import name_key
 from datapipes.testing import (
     assert_deterministic,
     assert_equal_outputs,

@@ -45,6 +45,43 @@ class Map(ElementStage):
         return (RNG_MAP if self.rng else MAP, self.fn, self, stage_key)
 
 
+class MapStage(ElementStage):
+    """The base class of a stage of your own that turns each element into one element.
+
+    Subclass it as a frozen attrs class holding the stage's parameters, write ``apply(x)``
+    (with ``uses_rng = True``: ``apply(x, rng)``, a ``numpy.random.Generator`` keyed by
+    ``(seed, epoch, stage, element)``), and give the public function that builds it as
+    ``call_name``. It is then planned, fused, run in workers, checkpointed and
+    property-tested like ``map`` (``docs/extending.md``).
+
+    >>> import attrs, datapipes as dp
+    >>> @attrs.frozen(kw_only=True, repr=False)
+    ... class Scale(dp.MapStage):
+    ...     call_name = "scale"
+    ...     factor: float
+    ...     def apply(self, x):
+    ...         return x * self.factor
+    >>> pipe = dp.from_sequence([1, 2, 3]) | Scale(factor=10)
+    >>> list(pipe), pipe
+    ([10, 20, 30], from_sequence([1, 2, 3]) | scale(factor=10))
+    """
+
+    keeps_random_access: ClassVar[bool] = True
+    one_to_one: ClassVar[bool] = True
+    #: ``apply`` takes the element's random generator too
+    uses_rng: ClassVar[bool] = False
+
+    def length(self, n: int) -> int:
+        return n
+
+    def element_op(self, stage_key: int) -> ElementOp:
+        return (RNG_MAP if self.uses_rng else MAP, self.apply, self, stage_key)
+
+    def apply(self, x: Any, *rng: Any) -> Any:
+        """The element this stage makes of ``x`` (``rng`` only with ``uses_rng = True``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define apply(self, x)")
+
+
 def map(fn: Callable[..., Any], *, rng: bool = False, name: str | None = None) -> Pipe[Any]:
     """Apply ``fn`` to every element.
 

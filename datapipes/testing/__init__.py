@@ -21,10 +21,12 @@ from .assertions import reference as reference
 from .matching import assert_matches_reference as assert_matches_reference
 from .matching import assert_partitioned as assert_partitioned
 from .matching import assert_resumable as assert_resumable
+from .strategies import StageBuilder as StageBuilder
 from .strategies import fragments as fragments
 from .strategies import pipes as pipes
 
 __all__ = [
+    "StageBuilder",
     "assert_deterministic",
     "assert_equal_elements",
     "assert_equal_outputs",

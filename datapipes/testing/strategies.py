@@ -219,8 +219,13 @@ SOURCES: dict[str, tuple[Callable[[Draw, int], Pipe[Any]], bool]] = {
 
 
 # -- the strategies ----------------------------------------------------------------------------
-def _table(stages: Iterable[str] | None) -> tuple[StageBuilder, ...]:
-    table = STAGES + TERMINALS
+def _table(
+    stages: Iterable[str] | None, extra: Iterable[StageBuilder] = ()
+) -> tuple[StageBuilder, ...]:
+    extra = tuple(extra)
+    if not all(isinstance(b, StageBuilder) for b in extra):
+        raise InvalidArgument(f"extra must be StageBuilder values, got {extra!r}")
+    table = STAGES + TERMINALS + extra
     if stages is None:
         return table
     wanted = set(stages)
@@ -296,6 +301,7 @@ def pipes(
     random_access: bool = False,
     terminal: bool = True,
     stages: Iterable[str] | None = None,
+    extra: Iterable[StageBuilder] = (),
 ) -> st.SearchStrategy[Pipe[Any]]:
     """Random runnable pipes over 0 to ``max_size`` small ints.
 
@@ -311,6 +317,8 @@ def pipes(
         terminal: allow a last stage whose elements are not ints; with ``False`` every drawn
             pipe yields Python ints.
         stages: restrict the stages to these names from the tables (default: all).
+        extra: more stages to draw, yours (:class:`StageBuilder`): drawn among the
+            built-in ones, so your stage is tested in every position they are.
 
     >>> from hypothesis import find
     >>> pipe = find(pipes(terminal=False), lambda p: "shuffle()" in repr(p))
@@ -327,7 +335,7 @@ def pipes(
             raise InvalidArgument("random_access=True needs a random-access source")
     if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
         raise InvalidArgument(f"max_size must be an int >= 0, got {max_size!r}")
-    return _pipes(max_stages, sources, max_size, random_access, terminal, _table(stages))
+    return _pipes(max_stages, sources, max_size, random_access, terminal, _table(stages, extra))
 
 
 @st.composite
@@ -350,13 +358,14 @@ def fragments(
     random_access: bool = False,
     terminal: bool = True,
     stages: Iterable[str] | None = None,
+    extra: Iterable[StageBuilder] = (),
 ) -> st.SearchStrategy[Pipe[Any]]:
     """Random fragments (no source, possibly empty) that can follow any pipe yielding ints.
 
     With ``random_access=True`` the fragment may contain ``shuffle()`` (while random access
     lasts inside it), so it may only follow a pipe that keeps random access; by default it
-    can follow any int-valued pipe, stream or not. ``terminal`` and ``stages`` are as for
-    :func:`pipes`.
+    can follow any int-valued pipe, stream or not. ``terminal``, ``stages`` and ``extra`` are
+    as for :func:`pipes`.
 
     >>> import datapipes as dp
     >>> from hypothesis import find
@@ -365,4 +374,4 @@ def fragments(
     (False, True)
     """
     _check_max_stages(max_stages)
-    return _fragments(max_stages, random_access, terminal, _table(stages))
+    return _fragments(max_stages, random_access, terminal, _table(stages, extra))
