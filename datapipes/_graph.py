@@ -435,35 +435,24 @@ class Pipe(Generic[T]):
         >>> list(p.iter(epoch=1)) == list(p.iter(epoch=1)) != list(p.iter(epoch=2))
         True
         """
-        from .executors.cursor import read_state
-        from .executors.inline import run_inline
-        from .loader import Loader
-        from .plan import plan
+        from . import running
 
         self._require_runnable("iterate")
-        epoch = _seeds.check_epoch(epoch, "iter")
-        seed_value = _seeds.resolve_seed(_seeds.check_seed(seed, "iter"))
-        the_plan = plan(self)
-        position = None
-        if state is not None:
-            seed_value, epoch, position, _ = read_state(state, the_plan)
-        elif the_plan.pool is None and the_plan.ahead is None:
-            return run_inline(the_plan, EpochContext(seed_value, epoch))
-        return Loader(self, seed=seed_value).one_epoch(epoch, position)
+        return running.iterate(self, epoch, seed, state)
 
     def compile(self, **kwargs: Any) -> Loader:
         """Build a :class:`Loader` that runs this pipe in parallel (see ``docs/loader.md``)."""
-        from .loader import Loader
+        from . import running
 
         self._require_runnable("compile")
-        return Loader(self, **kwargs)
+        return running.compile_pipe(self, **kwargs)
 
     def explain(self) -> str:
         """Say how this pipe would run: which stages the planner fuses and where each runs."""
-        from .plan import plan
+        from . import running
 
         self._require_runnable("explain")
-        return plan(self).explain()
+        return running.explain(self)
 
     def to_dot(self) -> str:
         """Draw this pipe as Graphviz DOT text: one box per stage, in order, grouped by
@@ -541,10 +530,10 @@ class Pipe(Generic[T]):
         (None), since where a stage runs depends on the source."""
         if not self.is_runnable:
             return [(None, [(i, stage, "") for i, stage in enumerate(self.stages)])]
-        from .plan import plan
+        from . import running
 
         runs: list[tuple[str | None, list[tuple[int, Stage, str]]]] = []
-        for i, placement in enumerate(plan(self).placements):
+        for i, placement in enumerate(running.placements(self)):
             if not runs or runs[-1][0] != placement.where:
                 runs.append((placement.where, []))
             runs[-1][1].append((i, placement.stage, placement.why))

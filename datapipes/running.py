@@ -1,0 +1,46 @@
+"""The one door from the pipe algebra into running code.
+
+``Pipe.iter``, ``Pipe.compile``, ``Pipe.explain`` and the drawings import this module when
+they are called, and nothing else of the planner or the executors: ``_graph`` (the algebra)
+imports no running code, so the package's import graph has no circle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from . import _seeds
+from ._graph import EpochContext, Pipe
+from .executors.cursor import read_state
+from .executors.inline import run_inline
+from .loader import Loader
+from .plan import Placement, plan
+
+
+def iterate(pipe: Pipe[Any], epoch: int, seed: int | None, state: dict[str, Any] | None
+            ) -> Iterator[Any]:
+    """One epoch of ``pipe`` in this process (``Pipe.iter``), from ``state`` if given."""
+    epoch = _seeds.check_epoch(epoch, "iter")
+    seed_value = _seeds.resolve_seed(_seeds.check_seed(seed, "iter"))
+    the_plan = plan(pipe)
+    position = None
+    if state is not None:
+        seed_value, epoch, position, _ = read_state(state, the_plan)
+    elif the_plan.pool is None and the_plan.ahead is None:
+        return run_inline(the_plan, EpochContext(seed_value, epoch))
+    return Loader(pipe, seed=seed_value).one_epoch(epoch, position)
+
+
+def compile_pipe(pipe: Pipe[Any], **options: Any) -> Loader:
+    """``Pipe.compile``: a :class:`Loader`."""
+    return Loader(pipe, **options)
+
+
+def explain(pipe: Pipe[Any]) -> str:
+    return plan(pipe).explain()
+
+
+def placements(pipe: Pipe[Any]) -> tuple[Placement, ...]:
+    """Where each stage of ``pipe`` runs, and why (for the drawings)."""
+    return plan(pipe).placements
