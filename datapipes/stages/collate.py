@@ -43,13 +43,10 @@ def tensor_type() -> Any:
     return getattr(sys.modules.get("torch"), "Tensor", None)
 
 
-def _all_tensors(batch: Sequence[Any]) -> bool:
-    tensor = tensor_type()
-    return tensor is not None and all(isinstance(x, tensor) for x in batch)
-
-
 _TARGETS = ("torch", "numpy")
 _NONE = type(None)
+_NUMPY = (np.ndarray, np.generic)
+_NUMBERS = (bool, int, float, complex)
 
 
 def _path_str(path: tuple[object, ...]) -> str:
@@ -172,60 +169,117 @@ def collate_value(batch: Sequence[Any], to: str = "torch", path: tuple[object, .
         raise _too_deep(batch) from None
 
 
+#: Collates a batch of one kind, chosen by :func:`_collator`: ``(batch, kinds, to, path)``,
+#: where ``kinds`` is the set of the elements' types (already built to look for None).
+_Collator = Callable[[Sequence[Any], set[type], str, tuple[object, ...]], Any]
+
+
 def _collate(batch: Sequence[Any], to: str, path: tuple[object, ...]) -> Any:
     if not isinstance(batch, Sequence) or isinstance(batch, (str, bytes)):
         raise fail("collate", f"expects a batch (a list of elements), got {type(batch).__name__}",
                    TypeError)
     if not batch:
         raise fail("collate", "cannot collate an empty batch")
-    first: Any = batch[0]
     kinds = {type(x) for x in batch}
     if _NONE in kinds:  # torch's default_collate refuses None too: say why it is there
         raise _none(path, batch)
-    if _all_tensors(batch):
-        if any(x.shape != first.shape for x in batch):
-            raise _mismatch(path, "shape", [str(tuple(x.shape)) for x in batch])
-        if to == "numpy":
-            return _stack([x.numpy(force=True) for x in batch], path)
-        if allocator.get() is not None and first.device.type == "cpu" and _numpy_dtype(first):
-            return tensor_from_numpy(_stack([x.numpy() for x in batch], path))
-        return sys.modules["torch"].stack(list(batch))
-    if isinstance(first, (np.ndarray, np.generic)) and all(
-        isinstance(x, (np.ndarray, np.generic)) for x in batch
-    ):
-        if first.dtype.kind in "OUS" and first.dtype.kind != "b":
-            return list(batch)
-        stacked = _stack([np.asarray(x) for x in batch], path)
-        return as_tensor.get()(stacked) if to == "torch" else stacked
+    return _collator(batch)(batch, kinds, to, path)
+
+
+def _collator(batch: Sequence[Any]) -> _Collator:
+    """Which collator takes a batch, by its first element; the first that fits wins, so the
+    order matters: a batch with other kinds among its tensors or NumPy values goes on down
+    the list, and a NumPy float (a ``float`` subclass) is not a Python number."""
+    first = batch[0]
+    # inline, not a helper function: one frame more at the bottom of a deeply nested batch
+    # would lower how deep collate can go before the recursion limit (see _mappings)
+    tensor = tensor_type()
+    if tensor is not None and all(isinstance(x, tensor) for x in batch):
+        return _tensors
+    if isinstance(first, _NUMPY) and all(isinstance(x, _NUMPY) for x in batch):
+        return _numpy
     if isinstance(first, Mapping):
-        keys = list(first)
-        for x in batch:
-            if not isinstance(x, Mapping) or x.keys() != first.keys():
-                raise _keys(path, batch)
-        out = {k: _collate([x[k] for x in batch], to, (*path, k)) for k in keys}
-        return out if type(first) is dict else _rebuild(first, out)
-    if isinstance(first, (bool, int, float, complex)) and not isinstance(first, np.generic):
-        if not all(isinstance(x, (bool, int, float, complex)) for x in batch):
-            raise _types(path, batch)
-        stacked = _numbers(batch, kinds, path)
-        return as_tensor.get()(stacked) if to == "torch" else stacked
+        return _mappings
+    if isinstance(first, _NUMBERS) and not isinstance(first, np.generic):
+        return _numbers
     if isinstance(first, (str, bytes)):
-        return list(batch)
+        return _strings
     if isinstance(first, (tuple, list)):
-        if len(kinds) > 1:
-            raise _types(path, batch)
-        if any(len(x) != len(first) for x in batch):
-            raise _mismatch(path, "length", [f"{type(x).__name__} of {len(x)}" for x in batch],
-                            f"Pad them to one length first (a map that pads), {_CUSTOM}")
-        columns = zip(*batch, strict=True)
-        fields = [_collate(list(col), to, (*path, i)) for i, col in enumerate(columns)]
-        if isinstance(first, tuple):
-            return type(first)(*fields) if hasattr(first, "_fields") else tuple(fields)
-        return fields
+        return _sequences
+    return _others
+
+
+def _tensors(batch: Sequence[Any], kinds: set[type], to: str, path: tuple[object, ...]) -> Any:
+    first = batch[0]
+    if any(x.shape != first.shape for x in batch):
+        raise _mismatch(path, "shape", [str(tuple(x.shape)) for x in batch])
+    if to == "numpy":
+        return _stack([x.numpy(force=True) for x in batch], path)
+    # through NumPy so that the allocator (shared memory) holds the stacked batch
+    if allocator.get() is not None and first.device.type == "cpu" and _numpy_dtype(first):
+        return tensor_from_numpy(_stack([x.numpy() for x in batch], path))
+    return sys.modules["torch"].stack(list(batch))
+
+
+def _numpy(batch: Sequence[Any], kinds: set[type], to: str, path: tuple[object, ...]) -> Any:
+    """NumPy arrays and NumPy scalars, mixed freely: a scalar stacks as a 0-d array."""
+    if batch[0].dtype.kind in "OUS":  # objects and strings: a list, as for Python strings
+        return list(batch)
+    return _target(_stack([np.asarray(x) for x in batch], path), to)
+
+
+def _mappings(batch: Sequence[Any], kinds: set[type], to: str, path: tuple[object, ...]) -> Any:
+    first = batch[0]
+    keys = list(first)
+    for x in batch:
+        if not isinstance(x, Mapping) or x.keys() != first.keys():
+            raise _keys(path, batch)
+    # a loop, not a comprehension: on Python 3.11 a comprehension is a frame of its own, and
+    # each frame per level of nesting lowers how deep collate goes before the recursion
+    # limit (see _too_deep)
+    out = {}
+    for k in keys:
+        out[k] = _collate([x[k] for x in batch], to, (*path, k))
+    return out if type(first) is dict else _rebuild(first, out)
+
+
+def _numbers(batch: Sequence[Any], kinds: set[type], to: str, path: tuple[object, ...]) -> Any:
+    if not all(isinstance(x, _NUMBERS) for x in batch):
+        raise _types(path, batch)
+    return _target(_number_array(batch, kinds, path), to)
+
+
+def _strings(batch: Sequence[Any], kinds: set[type], to: str, path: tuple[object, ...]) -> Any:
+    return list(batch)  # as torch's default_collate does: text has no tensor
+
+
+def _sequences(batch: Sequence[Any], kinds: set[type], to: str, path: tuple[object, ...]) -> Any:
+    """Tuples (named ones too) and lists, position by position."""
+    first = batch[0]
+    if len(kinds) > 1:
+        raise _types(path, batch)
+    if any(len(x) != len(first) for x in batch):
+        raise _mismatch(path, "length", [f"{type(x).__name__} of {len(x)}" for x in batch],
+                        f"Pad them to one length first (a map that pads), {_CUSTOM}")
+    # a loop, not a comprehension: one frame less per level of nesting (see _mappings)
+    fields = []
+    for i, column in enumerate(zip(*batch, strict=True)):
+        fields.append(_collate(list(column), to, (*path, i)))
+    if isinstance(first, tuple):
+        return type(first)(*fields) if hasattr(first, "_fields") else tuple(fields)
+    return fields
+
+
+def _others(batch: Sequence[Any], kinds: set[type], to: str, path: tuple[object, ...]) -> Any:
+    """Objects collate does not know, and tensors or NumPy values mixed with other kinds."""
     return list(batch)
 
 
-def _numbers(batch: Sequence[Any], kinds: set[type], path: tuple[object, ...]) -> np.ndarray:
+def _target(stacked: np.ndarray, to: str) -> Any:
+    return as_tensor.get()(stacked) if to == "torch" else stacked
+
+
+def _number_array(batch: Sequence[Any], kinds: set[type], path: tuple[object, ...]) -> np.ndarray:
     """Python numbers as one array. Ints alone are int64, as in torch: NumPy would make an
     int beyond int64 a uint64, a float64 or an object, and torch refuses those or loses
     digits. With a float among them the batch is a float batch, big ints included."""

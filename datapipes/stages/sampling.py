@@ -107,27 +107,34 @@ def sample(
     """
     if n is not None:
         n = check_int("sample", "n", n, minimum=0)
-    if not isinstance(replace, bool):
-        raise fail("sample", f"replace must be a bool, got {replace!r}", TypeError)
+    _check_bool("sample", "replace", replace)
     if name is not None and (not isinstance(name, str) or not name):
         raise fail("sample", f"name must be a non-empty str or None, got {name!r}", TypeError)
-    kept: tuple[float, ...] | None = None
-    if weights is not None:
-        if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
-            raise fail("sample", f"weights must be a sequence of numbers, got {weights!r}",
-                       TypeError)
-        try:
-            array = np.asarray(weights, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise fail("sample", f"weights must be numbers: {exc}", TypeError) from exc
-        if array.ndim != 1:
-            raise fail("sample", f"weights must be one-dimensional, got shape {array.shape}")
-        if not np.all(np.isfinite(array)) or np.any(array < 0):
-            raise fail("sample", "weights must be finite and not negative")
-        if len(array) and not array.sum() > 0:
-            raise fail("sample", "weights must not all be 0")
-        kept = tuple(array.tolist())
+    kept = None if weights is None else _check_weights(weights)
     return Pipe(Sample(n=n, weights=kept, replace=replace, name=name))
+
+
+def _check_bool(stage: str, name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise fail(stage, f"{name} must be a bool, got {value!r}", TypeError)
+
+
+def _check_weights(weights: Sequence[float] | np.ndarray) -> tuple[float, ...]:
+    """``sample``'s weights as a tuple of floats (hashable, so the stage compares by value)."""
+    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
+        raise fail("sample", f"weights must be a sequence of numbers, got {weights!r}",
+                   TypeError)
+    try:
+        array = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise fail("sample", f"weights must be numbers: {exc}", TypeError) from exc
+    if array.ndim != 1:
+        raise fail("sample", f"weights must be one-dimensional, got shape {array.shape}")
+    if not np.all(np.isfinite(array)) or np.any(array < 0):
+        raise fail("sample", "weights must be finite and not negative")
+    if len(array) and not array.sum() > 0:  # none at all fit an empty input
+        raise fail("sample", "weights must not all be 0")
+    return tuple(array.tolist())
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -192,24 +199,7 @@ def split(
     >>> list(data | dp.split([7, 3], 1, shuffle=False))
     [7, 8, 9]
     """
-    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
-        raise fail("split", f"sizes must be a non-empty list of fractions or counts, got "
-                   f"{sizes!r}", TypeError)
-    reals = [isinstance(s, numbers.Real) and not isinstance(s, bool) for s in sizes]
-    if all(reals) and all(isinstance(s, numbers.Integral) for s in sizes):
-        if any(s < 0 for s in sizes):
-            raise fail("split", f"counts must not be negative, got {list(sizes)}")
-        kept: tuple[Any, ...] = tuple(int(s) for s in sizes)
-    elif all(reals):
-        if any(not math.isfinite(s) or s < 0 for s in sizes):
-            raise fail("split", f"fractions must be finite and not negative, got {list(sizes)}")
-        if not math.isclose(sum(sizes), 1.0, abs_tol=1e-9):
-            raise fail("split", f"fractions must add up to 1, got {list(sizes)} "
-                       f"(sum {sum(sizes)})")
-        kept = tuple(float(s) for s in sizes)
-    else:
-        raise fail("split", f"sizes must all be ints (counts) or all numbers (fractions), "
-                   f"got {list(sizes)!r}", TypeError)
+    kept = _check_sizes(sizes)
     part = check_int("split", "part", part, minimum=0)
     if part >= len(kept):
         raise fail("split", f"part must be below {len(kept)} (one per size), got {part}")
@@ -217,6 +207,33 @@ def split(
     if seed_value is None:
         raise fail("split", "seed must be an int: a split must be the same in every run",
                    TypeError)
-    if not isinstance(shuffle, bool):
-        raise fail("split", f"shuffle must be a bool, got {shuffle!r}", TypeError)
+    _check_bool("split", "shuffle", shuffle)
     return Pipe(Split(sizes=kept, part=part, seed=seed_value, shuffle=shuffle))
+
+
+def _check_sizes(sizes: object) -> tuple[int, ...] | tuple[float, ...]:
+    """``split``'s sizes as a tuple of counts (all ints) or of fractions (all numbers)."""
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or not sizes:
+        raise fail("split", f"sizes must be a non-empty list of fractions or counts, got "
+                   f"{sizes!r}", TypeError)
+    if not all(isinstance(s, numbers.Real) and not isinstance(s, bool) for s in sizes):
+        raise fail("split", f"sizes must all be ints (counts) or all numbers (fractions), "
+                   f"got {list(sizes)!r}", TypeError)
+    if all(isinstance(s, numbers.Integral) for s in sizes):
+        return _check_counts(sizes)
+    return _check_fractions(sizes)
+
+
+def _check_counts(sizes: Sequence[Any]) -> tuple[int, ...]:
+    if any(s < 0 for s in sizes):
+        raise fail("split", f"counts must not be negative, got {list(sizes)}")
+    return tuple(int(s) for s in sizes)
+
+
+def _check_fractions(sizes: Sequence[Any]) -> tuple[float, ...]:
+    if any(not math.isfinite(s) or s < 0 for s in sizes):
+        raise fail("split", f"fractions must be finite and not negative, got {list(sizes)}")
+    if not math.isclose(sum(sizes), 1.0, abs_tol=1e-9):
+        raise fail("split", f"fractions must add up to 1, got {list(sizes)} "
+                   f"(sum {sum(sizes)})")
+    return tuple(float(s) for s in sizes)

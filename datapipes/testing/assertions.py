@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import reprlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,8 @@ MIN_DISTINCT_FOR_CHANGE = 8
 # Stages after a full shuffle() that keep its permutation visible: each output sequence is a
 # prefix, a suffix or a grouping of an exchangeable (uniformly shuffled) sequence.
 _KEEPS_PERMUTATION_VISIBLE = frozenset({"take", "skip", "batch", "prefetch", "shuffle"})
+
+_NUMPY = (np.ndarray, np.generic)
 
 _short = reprlib.Repr()
 _short.maxlist = _short.maxtuple = _short.maxdict = 8
@@ -81,51 +83,77 @@ def assert_equal_elements(a: object, b: object, where: str = "element") -> None:
         ...
     AssertionError: position 4['x'][1]: values differ: 2 != 3
     """
+    inside: Iterable[tuple[object, object, str]] = ()
     if _is_tensor(a) or _is_tensor(b):
         _compare_tensors(a, b, where)
-    elif isinstance(a, (np.ndarray, np.generic)) or isinstance(b, (np.ndarray, np.generic)):
+    elif isinstance(a, _NUMPY) or isinstance(b, _NUMPY):
         _compare_arrays(a, b, where)
     elif type(a) is not type(b):
-        raise AssertionError(
-            f"{where}: types differ: {type(a).__name__} != {type(b).__name__} "
-            f"({_show(a)} != {_show(b)})"
-        )
+        raise _types_differ(a, b, where)
     elif isinstance(a, Mapping):
-        assert isinstance(b, Mapping)
-        if set(a) != set(b):
-            raise AssertionError(
-                f"{where}: keys differ: {sorted(a, key=repr)} != {sorted(b, key=repr)}"
-            )
-        for key in a:
-            assert_equal_elements(a[key], b[key], f"{where}[{key!r}]")
+        inside = _mapping_pairs(a, b, where)
     elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple))
-        if len(a) != len(b):
-            raise AssertionError(
-                f"{where}: lengths differ: {len(a)} != {len(b)} ({_show(a)} != {_show(b)})"
-            )
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_equal_elements(x, y, f"{where}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):
+        inside = _sequence_pairs(a, b, where)
+    else:
+        _compare_values(a, b, where)
+    # the recursion stays in this function, one frame per level of nesting, so that it goes
+    # as deep as Python's recursion limit allows
+    for x, y, at in inside:
+        assert_equal_elements(x, y, at)
+
+
+def _types_differ(a: object, b: object, where: str) -> AssertionError:
+    return AssertionError(
+        f"{where}: types differ: {type(a).__name__} != {type(b).__name__} "
+        f"({_show(a)} != {_show(b)})"
+    )
+
+
+def _mapping_pairs(
+    a: Mapping[Any, Any], b: object, where: str
+) -> Iterator[tuple[object, object, str]]:
+    """The values of two mappings of one type to compare, key by key, once their keys agree."""
+    assert isinstance(b, Mapping)
+    if set(a) != set(b):
+        raise AssertionError(
+            f"{where}: keys differ: {sorted(a, key=repr)} != {sorted(b, key=repr)}"
+        )
+    return ((a[key], b[key], f"{where}[{key!r}]") for key in a)
+
+
+def _sequence_pairs(
+    a: Sequence[Any], b: object, where: str
+) -> Iterator[tuple[object, object, str]]:
+    """The items of two lists or two tuples to compare, position by position, once their
+    lengths agree."""
+    assert isinstance(b, (list, tuple))
+    if len(a) != len(b):
+        raise AssertionError(
+            f"{where}: lengths differ: {len(a)} != {len(b)} ({_show(a)} != {_show(b)})"
+        )
+    return ((x, y, f"{where}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True)))
+
+
+def _compare_values(a: object, b: object, where: str) -> None:
+    """Anything but containers, arrays and tensors: by ``==``, by ``repr`` where ``==``
+    fails; NaN equals NaN."""
+    if isinstance(a, float) and isinstance(b, float):
         if not (a == b or (math.isnan(a) and math.isnan(b))):
             raise AssertionError(f"{where}: values differ: {a!r} != {b!r}")
-    else:
-        try:
-            same = bool(a == b)
-        except Exception:
-            same = repr(a) == repr(b)
-        if not same:
-            raise AssertionError(f"{where}: values differ: {_show(a)} != {_show(b)}")
+        return
+    try:
+        same = bool(a == b)
+    except Exception:
+        same = repr(a) == repr(b)
+    if not same:
+        raise AssertionError(f"{where}: values differ: {_show(a)} != {_show(b)}")
 
 
 def _compare_tensors(a: Any, b: Any, where: str) -> None:
     import torch
 
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
-        raise AssertionError(
-            f"{where}: types differ: {type(a).__name__} != {type(b).__name__} "
-            f"({_show(a)} != {_show(b)})"
-        )
+        raise _types_differ(a, b, where)
     if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
         raise AssertionError(
             f"{where}: tensors differ in dtype, shape or device: "
@@ -142,10 +170,7 @@ def _compare_tensors(a: Any, b: Any, where: str) -> None:
 
 def _compare_arrays(a: Any, b: Any, where: str) -> None:
     if type(a) is not type(b):
-        raise AssertionError(
-            f"{where}: types differ: {type(a).__name__} != {type(b).__name__} "
-            f"({_show(a)} != {_show(b)})"
-        )
+        raise _types_differ(a, b, where)
     a, b = np.asarray(a), np.asarray(b)
     if a.dtype != b.dtype or a.shape != b.shape:
         raise AssertionError(
@@ -279,10 +304,7 @@ def assert_deterministic(
         ...
     AssertionError: every one of epochs 0..1 (seed 0) gave the same output, expected a change
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"assert_deterministic: epochs must be an int >= 1, got {epochs!r}")
-    if expect_change is True and epochs < 2:
-        raise ValueError("assert_deterministic: expect_change=True needs epochs >= 2")
+    _check_epochs(epochs, expect_change)
     outputs = []
     for epoch in range(epochs):
         first = reference(pipe, epoch, seed)
@@ -293,12 +315,7 @@ def assert_deterministic(
         outputs.append(first)
 
     if expect_change is None:
-        depth = _visible_permutation_depth(pipe)
-        expect_change = (
-            epochs >= 2
-            and depth is not None
-            and _distinct(_flatten(outputs[0], depth)) >= MIN_DISTINCT_FOR_CHANGE
-        )
+        expect_change = _must_change(pipe, outputs)
         if not expect_change:
             return
     changed = []
@@ -307,6 +324,30 @@ def assert_deterministic(
             assert_equal_outputs(outputs[0], outputs[epoch], f"epoch 0 and epoch {epoch}")
         except AssertionError as diff:
             changed.append(str(diff))
+    _check_change(expect_change, changed, epochs, seed)
+
+
+def _check_epochs(epochs: object, expect_change: bool | None) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"assert_deterministic: epochs must be an int >= 1, got {epochs!r}")
+    if expect_change is True and epochs < 2:
+        raise ValueError("assert_deterministic: expect_change=True needs epochs >= 2")
+
+
+def _must_change(pipe: Pipe[Any], outputs: list[list[Any]]) -> bool:
+    """Whether ``expect_change=None`` asks for a change between epochs: only where a correct
+    library all but never repeats an output (see :func:`assert_deterministic`)."""
+    depth = _visible_permutation_depth(pipe)
+    return (
+        len(outputs) >= 2
+        and depth is not None
+        and _distinct(_flatten(outputs[0], depth)) >= MIN_DISTINCT_FOR_CHANGE
+    )
+
+
+def _check_change(expect_change: bool, changed: list[str], epochs: int, seed: int) -> None:
+    """Raise unless the epochs changed (``changed``: how each differs from epoch 0) as
+    ``expect_change`` says."""
     if expect_change and not changed:
         raise AssertionError(
             f"every one of epochs 0..{epochs - 1} (seed {seed}) gave the same output, "
