@@ -9,6 +9,7 @@
 from ._graph import EpochContext as EpochContext
 from ._graph import Pipe as Pipe
 from ._graph import Stage as Stage
+from .buffers import output_array as output_array
 from .errors import StageError as StageError
 from .errors import WorkerError as WorkerError
 from .loader import Loader as Loader
@@ -51,6 +52,7 @@ __all__ = [
     "from_sequence",
     "interleave",
     "map",
+    "output_array",
     "parallel_map",
     "prefetch",
     "sample",

@@ -20,10 +20,11 @@ import pytest
 import torch
 
 import datapipes as dp
+from datapipes.buffers import allocator
 from datapipes.executors import transport
 from datapipes.executors.shared_list import MIN_LENGTH, SerializedSequence, share_objects
-from datapipes.stages.collate import allocator, collate_value
-from datapipes.testing import assert_equal_elements
+from datapipes.stages.collate import collate_value
+from datapipes.testing import assert_equal_elements, assert_matches_reference
 
 #: a timeout for every test here (those that start workers also carry their own)
 pytestmark = pytest.mark.timeout(60)
@@ -648,3 +649,42 @@ def test_a_long_list_of_tensors_torch_cannot_pickle_reaches_forked_workers() -> 
     assert [b.dtype for b in got] == [torch.uint16] * 5
     assert all(torch.equal(a.to(torch.int32), b.to(torch.int32)) for a, b in zip(got, want,
                                                                                 strict=True))
+
+
+# -- the output-buffer hook -------------------------------------------------------------------
+def _stack_rows(batch: list[Any]) -> Any:
+    out = dp.output_array((len(batch), *np.shape(batch[0])), np.float32)
+    for i, row in enumerate(batch):
+        out[i] = row
+    return out
+
+
+def _stack_rows_as_tensor(batch: list[Any]) -> Any:
+    import torch
+
+    return torch.from_numpy(_stack_rows(batch))
+
+
+@pytest.mark.parametrize("fn", [_stack_rows, _stack_rows_as_tensor])
+def test_a_batch_written_into_output_array_is_placed_without_a_copy(fn: Any) -> None:
+    from datapipes.executors.transport import collating_into
+
+    arena = transport.Arena()
+    batch = [np.full(8192, i, np.float32) for i in range(4)]
+    with collating_into(arena):
+        out = fn(batch)
+    array = out.numpy() if hasattr(out, "numpy") else out
+    assert arena.locate(array) is not None  # it lies in the worker's shared memory already
+    assert dp.output_array(3, "int16").dtype == np.int16  # outside: ordinary memory
+    arena.release()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fn", [_stack_rows, _stack_rows_as_tensor])
+def test_a_collate_fn_using_output_array_equals_the_reference_through_workers(fn: Any) -> None:
+    pipe = (dp.from_sequence([np.full(8192, i, np.float32) for i in range(40)]) | dp.batch(8)
+            | dp.collate(fn))
+    assert_matches_reference(pipe, workers=2)
+    with pipe.compile(workers=2) as loader:
+        list(loader)
+        assert loader.stats().shared_bytes >= 40 * 8192 * 4

@@ -7,7 +7,7 @@ it, and the memory is freed by the kernel when the last mapping goes. Nothing is
 named in ``/dev/shm``, so nothing can be left there, not even when a process is killed.
 
 Arrays that ``collate`` stacks in a worker are written straight into shared memory (see
-``stages.collate.allocator``), so a batch is built once and never copied again. When the
+``buffers.output_array``), so a batch is built once and never copied again. When the
 worker's last stage is ``collate``, its tensors cross as arrays marked "tensor" and become
 tensors in the main process (``stages.collate.as_tensor``): a worker then never needs torch
 unless the user's own functions do, which makes a spawned worker start in a fraction of the
@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from ..stages.collate import allocator, as_tensor, tensor_from_numpy, tensor_type
+from ..buffers import allocator
+from ..stages.collate import as_tensor, tensor_from_numpy, tensor_type
 
 #: arrays smaller than this are pickled inline: a descriptor would cost more than a copy
 INLINE_BYTES = 16 * 1024

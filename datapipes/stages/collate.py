@@ -11,14 +11,9 @@ import attrs
 import numpy as np
 
 from .._graph import Pipe, check_callable, fail, positional
+from ..buffers import allocator, output_array
 from ._kernel import MAP, ElementOp
 from ._kinds import ElementStage
-
-#: Where stacked arrays are written: ``alloc(shape, numpy_dtype) -> numpy array`` or None for
-#: ordinary memory. Worker processes set it to allocate in shared memory, so a batch is
-#: built once, in place, and crosses to the main process without a copy.
-allocator: contextvars.ContextVar[Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray] | None]
-allocator = contextvars.ContextVar("datapipes_collate_allocator", default=None)
 
 
 def tensor_from_numpy(array: np.ndarray) -> Any:
@@ -146,9 +141,8 @@ def _stack(arrays: Sequence[np.ndarray], path: tuple[object, ...]) -> np.ndarray
         if a.shape != first.shape:
             raise _mismatch(path, "shape", [str(tuple(x.shape)) for x in arrays])
     dtype = np.result_type(*arrays) if any(a.dtype != first.dtype for a in arrays) else first.dtype
-    alloc = allocator.get()
-    out = None if alloc is None else alloc((len(arrays), *first.shape), dtype)
-    return np.stack(arrays, out=out)
+    # written once, where the executor wants it (shared memory in a worker)
+    return np.stack(arrays, out=output_array((len(arrays), *first.shape), dtype))
 
 
 def collate_value(batch: Sequence[Any], to: str = "torch", path: tuple[object, ...] = ()) -> Any:
