@@ -22,6 +22,9 @@ from .stages.map import MapStage as MapStage
 from .stages.map import flat_map as flat_map
 from .stages.map import map as map
 from .stages.map import parallel_map as parallel_map
+from .stages.mix import concat as concat
+from .stages.mix import mix as mix
+from .stages.mix import zip as zip
 from .stages.positions import enumerate as enumerate
 from .stages.positions import skip as skip
 from .stages.positions import take as take
@@ -44,6 +47,7 @@ __all__ = [
     "WorkerError",
     "batch",
     "collate",
+    "concat",
     "enumerate",
     "filter",
     "flat_map",
@@ -52,6 +56,7 @@ __all__ = [
     "from_sequence",
     "interleave",
     "map",
+    "mix",
     "output_array",
     "parallel_map",
     "prefetch",
@@ -62,4 +67,5 @@ __all__ = [
     "split",
     "take",
     "unbatch",
+    "zip",
 ]

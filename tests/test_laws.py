@@ -192,9 +192,16 @@ _SIZED_STAGES = {
 
 def _length_is_known(pipe: Pipe[Any]) -> bool:
     """The contract: a sized source, then only stages whose output count follows from it."""
-    source = pipe.stages[0]
+    source: Any = pipe.stages[0]
     if source.call_name == "from_iterable":
-        sized = isinstance(source.obj, Sized)  # type: ignore[attr-defined]
+        sized = isinstance(source.obj, Sized)
+    elif source.call_name in ("concat", "zip"):
+        sized = all(_length_is_known(p) for p in source.inputs)
+    elif source.call_name == "mix":  # known when every drawn input is read to its end
+        drawn = [p for p, w in zip(source.inputs, source.weights or [1] * len(source.inputs),
+                                   strict=True) if w > 0]
+        ends_all = source.stop == "all" or len(drawn) == 1
+        sized = ends_all and all(_length_is_known(p) for p in drawn)
     else:
         sized = source.call_name in ("from_sequence", "from_arrays")
     return sized and all(stage.call_name in _SIZED_STAGES for stage in pipe.stages[1:])

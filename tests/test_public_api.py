@@ -46,6 +46,20 @@ STAGES = {
         lambda: dp.from_arrays(y=np.arange(4)),
         lambda: dp.from_arrays(x=np.arange(4), y=torch.arange(4)),
     ],
+    "mix": [
+        lambda: dp.mix(dp.from_sequence(range(3)), dp.from_sequence(range(5))),
+        lambda: dp.mix(dp.from_sequence(range(3)), dp.from_sequence(range(5)), weights=[1, 3]),
+        lambda: dp.mix(dp.from_sequence(range(3)), dp.from_sequence(range(5)), stop="all"),
+        lambda: dp.mix(dp.from_sequence(range(3)), stop="never", length=10),
+    ],
+    "concat": [
+        lambda: dp.concat(dp.from_sequence(range(3)), dp.from_sequence(range(5))),
+        lambda: dp.concat(dp.from_sequence(range(5)), dp.from_sequence(range(3))),
+    ],
+    "zip": [
+        lambda: dp.zip(dp.from_sequence(range(3)), dp.from_sequence(range(5))),
+        lambda: dp.zip(dp.from_sequence(range(3))),
+    ],
     "from_iterable": [
         lambda: dp.from_iterable([1, 2, 3]),
         lambda: dp.from_iterable([1, 2]),
@@ -132,7 +146,7 @@ def build(name, i):
 
 
 def is_source(name):
-    return name.startswith("from_")
+    return build(name, 0).is_runnable
 
 
 def star_namespace():
@@ -399,6 +413,12 @@ BAD_ARGUMENTS = [
     ("from_arrays: ", TypeError, lambda: dp.from_arrays(a=[1, 2])),
     ("from_iterable: ", TypeError, lambda: dp.from_iterable(x for x in [1])),
     ("from_iterable: ", TypeError, lambda: dp.from_iterable(3)),
+    ("mix: give at least one input", ValueError, lambda: dp.mix()),
+    ("mix: weights must not all be 0", ValueError,
+     lambda: dp.mix(dp.from_sequence([1]), dp.from_sequence([2]), weights=[0, 0])),
+    ("concat: input 0 must be a pipe", TypeError, lambda: dp.concat([1, 2])),
+    ("zip: input 1 is a fragment", TypeError,
+     lambda: dp.zip(dp.from_sequence([1]), dp.map(f))),
 ]
 
 

@@ -210,11 +210,27 @@ def _from_iterable(draw: Draw, max_size: int) -> Pipe[Any]:
     return dp.from_iterable(data if draw(st.booleans()) else fns.Replay(data))
 
 
+def _several(draw: Draw, max_size: int) -> Pipe[Any]:
+    """``mix``, ``concat`` or ``zip`` (then ``map(sum)``, back to ints) of 1 to 3 inputs."""
+    inputs = [
+        draw(st.sampled_from([_from_sequence, _from_iterable]))(draw, max_size // 2)
+        for _ in range(draw(st.integers(1, 3)))
+    ]
+    kind = draw(st.sampled_from(["mix", "concat", "zip"]))
+    if kind == "concat":
+        return dp.concat(*inputs)
+    if kind == "zip":
+        return dp.zip(*inputs) | dp.map(fns.sum_batch)
+    weights = draw(st.lists(st.integers(1, 4), min_size=len(inputs), max_size=len(inputs)))
+    return dp.mix(*inputs, weights=weights, stop=draw(st.sampled_from(["first", "all"])))
+
+
 #: name -> (builder, whether the source has random access)
 SOURCES: dict[str, tuple[Callable[[Draw, int], Pipe[Any]], bool]] = {
     "sequence": (_from_sequence, True),
     "arrays": (_from_arrays, True),
     "iterable": (_from_iterable, False),
+    "several": (_several, False),
 }
 
 
@@ -296,7 +312,7 @@ def _pipes(
 def pipes(
     *,
     max_stages: int = 6,
-    sources: Iterable[str] = ("sequence", "arrays", "iterable"),
+    sources: Iterable[str] = ("sequence", "arrays", "iterable", "several"),
     max_size: int = 40,
     random_access: bool = False,
     terminal: bool = True,
@@ -307,7 +323,8 @@ def pipes(
 
     A source (``"sequence"``: ``from_sequence`` of a list or range; ``"arrays"``:
     ``from_arrays`` of NumPy int columns or torch tensors, then ``map(row_to_int)``;
-    ``"iterable"``: ``from_iterable`` of a list or of an unsized :class:`~.functions.Replay`),
+    ``"iterable"``: ``from_iterable`` of a list or of an unsized :class:`~.functions.Replay`;
+    ``"several"``: ``mix``, ``concat`` or ``zip`` of 1 to 3 of those inputs),
     then up to ``max_stages`` stages from :data:`STAGES` (``shuffle()`` only while random access
     lasts), perhaps ending with one of :data:`TERMINALS`.
 
