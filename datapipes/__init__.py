@@ -29,6 +29,8 @@ from .stages.positions import enumerate as enumerate
 from .stages.positions import skip as skip
 from .stages.positions import take as take
 from .stages.prefetch import prefetch as prefetch
+from .stages.ragged import bucket_by_length as bucket_by_length
+from .stages.ragged import pack as pack
 from .stages.sampling import sample as sample
 from .stages.sampling import split as split
 from .stages.shard import shard_by_rank as shard_by_rank
@@ -46,6 +48,7 @@ __all__ = [
     "StageError",
     "WorkerError",
     "batch",
+    "bucket_by_length",
     "collate",
     "concat",
     "enumerate",
@@ -58,6 +61,7 @@ __all__ = [
     "map",
     "mix",
     "output_array",
+    "pack",
     "parallel_map",
     "prefetch",
     "sample",

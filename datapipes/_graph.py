@@ -201,6 +201,14 @@ class Stage:
     def needs_random_access(self) -> bool:
         return False
 
+    def check_after(self, before: tuple[Stage, ...]) -> None:
+        """Refuse, with a ``TypeError`` that says why, to follow the stages ``before`` it in
+        a pipe (of a fragment: those of the fragment). Called whenever a pipe is built."""
+
+    def draws_randomness(self) -> bool:
+        """Whether its output depends on the seed or the epoch (a shuffle, a random map)."""
+        return False
+
     # -- how it runs: what the planner and the executors ask a stage ---------------------
     def plan_into(self, planner: Any, stage_key: int) -> bool:
         """Place this stage in the plan being built, by calling ``planner``
@@ -269,7 +277,9 @@ class Stage:
             if field.default is not attrs.NOTHING and _same(value, field.default):
                 continue
             shown = value_repr(value)
-            args.append(shown if field.metadata.get("positional") else f"{field.name}={shown}")
+            # by the name the public function takes (attrs' alias: a field ``length_fn``
+            # with alias ``length``, since a field ``length`` would hide ``Stage.length``)
+            args.append(shown if field.metadata.get("positional") else f"{field.alias}={shown}")
         return f"{self.call_name}({', '.join(args)})"
 
 
@@ -599,4 +609,5 @@ def _check_composition(stages: tuple[Stage, ...]) -> None:
         if stage.needs_random_access() and not random_access:
             raise TypeError(f"{stage!r} {stage.random_access_error()}")
         random_access = random_access and stage.keeps_random_access
+        stage.check_after(stages[:position])
 

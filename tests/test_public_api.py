@@ -88,7 +88,15 @@ STAGES = {
         lambda: dp.shuffle(buffer=11),
         lambda: dp.shuffle(name="order"),
     ],
-    "batch": [lambda: dp.batch(4), lambda: dp.batch(5), lambda: dp.batch(4, drop_last=True)],
+    "batch": [lambda: dp.batch(4), lambda: dp.batch(5), lambda: dp.batch(4, drop_last=True),
+              lambda: dp.batch(max_tokens=20, length=abs),
+              lambda: dp.batch(2, max_tokens=8, length=abs, oversize="alone")],
+    "bucket_by_length": [lambda: dp.bucket_by_length([2], [2, 2], length=abs),
+                         lambda: dp.bucket_by_length([3], [2, 2], length=abs),
+                         lambda: dp.bucket_by_length([2], [2, 3], length=abs),
+                         lambda: dp.bucket_by_length([2], [2, 2], length=abs, drop_last=True)],
+    "pack": [lambda: dp.pack(4), lambda: dp.pack(5), lambda: dp.pack(4, field="tokens"),
+             lambda: dp.pack(4, drop_remainder=True)],
     "unbatch": [lambda: dp.unbatch()],
     "collate": [
         lambda: dp.collate(),
@@ -189,7 +197,7 @@ def test_runnable_pipe_pickles_and_runs_the_same(name, i):
         pipe = dp.from_sequence(range(10)) | pipe
     copy = pickle.loads(pickle.dumps(pipe))
     assert copy == pipe
-    if name not in ("unbatch", "collate"):  # these need batches
+    if name not in ("unbatch", "collate", "pack"):  # these need batches
         assert list(copy) == list(pipe)
 
 
@@ -413,6 +421,12 @@ BAD_ARGUMENTS = [
     ("from_arrays: ", TypeError, lambda: dp.from_arrays(a=[1, 2])),
     ("from_iterable: ", TypeError, lambda: dp.from_iterable(x for x in [1])),
     ("from_iterable: ", TypeError, lambda: dp.from_iterable(3)),
+    ("batch: max_tokens", ValueError, lambda: dp.batch(max_tokens=0)),
+    ("batch: oversize", ValueError, lambda: dp.batch(max_tokens=8, oversize="drop")),
+    ("bucket_by_length: boundaries", ValueError, lambda: dp.bucket_by_length([3, 2], [1, 1, 1])),
+    ("bucket_by_length: batch_sizes", ValueError, lambda: dp.bucket_by_length([2], [1])),
+    ("pack: length", ValueError, lambda: dp.pack(0)),
+    ("pack: field", TypeError, lambda: dp.pack(4, field="")),
     ("mix: give at least one input", ValueError, lambda: dp.mix()),
     ("mix: weights must not all be 0", ValueError,
      lambda: dp.mix(dp.from_sequence([1]), dp.from_sequence([2]), weights=[0, 0])),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import attrs
@@ -65,7 +65,14 @@ class Batch(CountingStage):
             yield b, b * self.size, min(b * self.size + self.size, stop)
 
 
-def batch(size: int, *, drop_last: bool = False) -> Pipe[list[Any]]:
+def batch(
+    size: int | None = None,
+    *,
+    drop_last: bool = False,
+    max_tokens: int | None = None,
+    length: Callable[[Any], int] = len,
+    oversize: str = "error",
+) -> Pipe[list[Any]]:
     """Group consecutive elements into lists of ``size``.
 
     A batch's key is its position among the batches of the epoch.
@@ -73,10 +80,29 @@ def batch(size: int, *, drop_last: bool = False) -> Pipe[list[Any]]:
     >>> import datapipes as dp
     >>> list(dp.from_sequence(range(5)) | dp.batch(2))
     [[0, 1], [2, 3], [4]]
+
+    With ``max_tokens``, a batch takes consecutive elements while its padded size (count ×
+    the longest ``length(element)``) stays within ``max_tokens`` (and, with ``size``, while
+    it holds fewer than ``size``). An element longer than ``max_tokens`` raises a
+    ``ValueError`` naming it, or with ``oversize="alone"`` gets a batch of its own.
+    ``drop_last`` drops the batch that the end of the epoch cut short.
+
+    >>> list(dp.from_sequence(["ab", "c", "defg", "hi", "jklmnop"]) | dp.batch(max_tokens=8))
+    [['ab', 'c'], ['defg', 'hi'], ['jklmnop']]
     """
+    if max_tokens is not None:
+        from .ragged import token_batch
+
+        return token_batch(size, drop_last=drop_last, max_tokens=max_tokens, length=length,
+                           oversize=oversize)
+    if size is None:
+        raise fail("batch", "size must be an int >= 1 (or give max_tokens=...), got None",
+                   TypeError)
     size = check_int("batch", "size", size, minimum=1)
     if not isinstance(drop_last, bool):
         raise fail("batch", f"drop_last must be a bool, got {drop_last!r}", TypeError)
+    if length is not len or oversize != "error":
+        raise fail("batch", "length and oversize apply only with max_tokens=...")
     return Pipe(Batch(size=size, drop_last=drop_last))
 
 

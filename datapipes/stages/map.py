@@ -44,6 +44,9 @@ class Map(ElementStage):
     def element_op(self, stage_key: int) -> ElementOp:
         return (RNG_MAP if self.rng else MAP, self.fn, self, stage_key)
 
+    def draws_randomness(self) -> bool:
+        return self.rng
+
 
 class MapStage(ElementStage):
     """The base class of a stage of your own that turns each element into one element.
@@ -76,6 +79,9 @@ class MapStage(ElementStage):
 
     def element_op(self, stage_key: int) -> ElementOp:
         return (RNG_MAP if self.uses_rng else MAP, self.apply, self, stage_key)
+
+    def draws_randomness(self) -> bool:
+        return self.uses_rng
 
     def apply(self, x: Any, *rng: Any) -> Any:
         """The element this stage makes of ``x`` (``rng`` only with ``uses_rng = True``)."""

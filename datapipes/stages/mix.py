@@ -95,6 +95,9 @@ class _Inputs(Source):
         known = [n for n in lengths if n is not None]
         return known if len(known) == len(lengths) else None
 
+    def draws_randomness(self) -> bool:
+        return any(stage.draws_randomness() for pipe in self.inputs for stage in pipe.stages)
+
     def sample_text(self) -> str:
         sources = [pipe.stages[0] for pipe in self.inputs]
         return "|".join(s.sample_text() for s in sources if isinstance(s, Source))
@@ -181,6 +184,9 @@ class Mix(_Inputs):
     stop: str = "first"
     #: ``length=`` of ``mix(..., stop="never")``: the elements of each epoch
     epoch_length: int | None = attrs.field(default=None, alias="length")
+
+    def draws_randomness(self) -> bool:
+        return True
 
     def length(self, n: int) -> int | None:
         if self.stop == "never":

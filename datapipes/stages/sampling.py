@@ -48,6 +48,9 @@ class Sample(_Selection):
     replace: bool = False
     name: str | None = None
 
+    def draws_randomness(self) -> bool:
+        return True
+
     def needs_random_access(self) -> bool:
         return True
 

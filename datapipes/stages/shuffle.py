@@ -50,6 +50,9 @@ class Shuffle(IndexStage):
     buffer: int | None = None
     name: str | None = None
 
+    def draws_randomness(self) -> bool:
+        return True
+
     def needs_random_access(self) -> bool:
         return self.buffer is None
 

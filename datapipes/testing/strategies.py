@@ -142,6 +142,18 @@ def _batch_sum(draw: Draw) -> Pipe[Any]:
     return _batch(draw) | summed
 
 
+def _bucket_unbatch(draw: Draw) -> Pipe[Any]:
+    bounds = sorted(set(draw(st.lists(st.integers(1, 1000), max_size=3))))
+    sizes = draw(st.lists(_SIZES, min_size=len(bounds) + 1, max_size=len(bounds) + 1))
+    return (dp.bucket_by_length(bounds, sizes, length=abs, drop_last=draw(st.booleans()))
+            | dp.unbatch())
+
+
+def _token_batch_unbatch(draw: Draw) -> Pipe[Any]:
+    return dp.batch(max_tokens=draw(st.integers(1, 2000)), length=abs, oversize="alone") \
+        | dp.unbatch()
+
+
 def _batch_collate(draw: Draw) -> Pipe[Any]:
     return _batch(draw) | dp.collate(to=draw(st.sampled_from(["torch", "numpy"])))
 
@@ -166,6 +178,8 @@ STAGES: tuple[StageBuilder, ...] = (
     StageBuilder("enumerate", _enumerate, cost=2, keeps_random_access=True),
     StageBuilder("batch_unbatch", _batch_unbatch, cost=2),
     StageBuilder("batch_sum", _batch_sum, cost=2),
+    StageBuilder("bucket_unbatch", _bucket_unbatch, cost=2),
+    StageBuilder("token_batch_unbatch", _token_batch_unbatch, cost=2),
     # Threads, in-process: parallel_map(backend="process") would start processes per epoch.
     StageBuilder("parallel_map", _parallel_map, keeps_random_access=True),
     StageBuilder("prefetch", _prefetch, keeps_random_access=True),
