@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextvars
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import attrs
 import numpy as np
 
-from .._graph import Pipe, check_callable, fail, positional
+from .._graph import Pipe, check_callable, check_int, fail, positional
 from ..buffers import allocator, output_array
 from ._kernel import MAP, ElementOp
 from ._kinds import ElementStage
@@ -303,6 +303,323 @@ def _rebuild(template: Mapping[Any, Any], fields: dict[Any, Any]) -> Any:
         return fields
 
 
+# -- padding: collate(pad=...) ------------------------------------------------------------
+class FieldPads(Mapping[str, Any]):
+    """``collate(pad={field: value})``'s pad values: a dict that hashes (the stage hashes by
+    value) and shows as the dict it was built from, so that the stage's repr evaluates."""
+
+    __slots__ = ("_pads",)
+
+    def __init__(self, pads: Mapping[str, Any]) -> None:
+        self._pads = dict(pads)
+
+    def __getitem__(self, field: str) -> Any:
+        return self._pads[field]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._pads)
+
+    def __len__(self) -> int:
+        return len(self._pads)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FieldPads) and self._pads == other._pads
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._pads.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._pads)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return FieldPads, (self._pads,)
+
+
+_PAD_ARG = "pad must be a number (the value to pad with) or a dict of field name -> number"
+
+
+def _pad_number(value: object, where: str = "") -> int | float | complex:
+    """A pad value as a plain Python number (a NumPy one too; never a bool: ``pad=True``
+    reads as "pad, please", not as "pad with 1")."""
+    if isinstance(value, np.number):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float, complex)):
+        raise fail("collate", f"{_PAD_ARG}, got {where}{value!r}", TypeError)
+    return value
+
+
+def _check_pad(pad: object) -> int | float | complex | FieldPads | None:
+    if pad is None:
+        return None
+    if not isinstance(pad, Mapping):
+        return _pad_number(pad)
+    if not pad:
+        raise fail("collate", "pad must name at least one field, got {}")
+    for field in pad:
+        if not isinstance(field, str):
+            raise fail("collate", f"{_PAD_ARG}, got the field {field!r}", TypeError)
+    return FieldPads({field: _pad_number(v, f"{field!r}: ") for field, v in pad.items()})
+
+
+def pad_batch(
+    batch: Sequence[Any],
+    pad: int | float | complex | FieldPads,
+    *,
+    mask: bool = False,
+    multiple: int | None = None,
+    to: str = "torch",
+) -> Any:
+    """Collate a batch, padding ragged arrays: what ``collate(pad=...)`` does to each batch.
+    A number pads every field of dict elements that holds arrays, tensors or lists of
+    numbers (or the elements themselves, when they are those); a :class:`FieldPads` pads
+    the fields it names. Other fields collate as :func:`collate_value` does.
+
+    >>> pad_batch([[1, 2, 3], [4]], 0, mask=True, to="numpy")
+    (array([[1, 2, 3],
+           [4, 0, 0]]), array([[ True,  True,  True],
+           [ True, False, False]]))
+    """
+    if not isinstance(batch, Sequence) or isinstance(batch, (str, bytes)):
+        raise fail("collate", f"expects a batch (a list of elements), got {type(batch).__name__}",
+                   TypeError)
+    if not batch:
+        raise fail("collate", "cannot collate an empty batch")
+    try:
+        if isinstance(batch[0], Mapping):
+            return _pad_mappings(batch, pad, mask, multiple, to)
+        if isinstance(pad, FieldPads):
+            raise ValueError(
+                f"collate: pad={pad!r} pads fields of dict elements, but the elements are "
+                f"{_positions([type(x).__name__ for x in batch])}. Give one pad value for "
+                "all (pad=0) when the elements are arrays themselves"
+            )
+        padded, where = _pad_field(batch, pad, mask, multiple, to, ())
+    except RecursionError:
+        raise _too_deep(batch) from None
+    return (padded, where) if mask else padded
+
+
+def _pad_mappings(batch: Sequence[Any], pad: Any, mask: bool, multiple: int | None,
+                  to: str) -> Any:
+    first = batch[0]
+    for x in batch:
+        if not isinstance(x, Mapping) or x.keys() != first.keys():
+            raise _keys((), batch)
+    named = isinstance(pad, FieldPads)
+    if named and any(field not in first for field in pad):
+        raise ValueError(
+            f"collate: pad names fields the elements lack: "
+            f"{[field for field in pad if field not in first]}; their fields are {list(first)}"
+        )
+    out: dict[Any, Any] = {}
+    masks: dict[str, Any] = {}
+    for k in first:
+        column = [x[k] for x in batch]
+        value = pad.get(k) if named else pad if _paddable(column) else None
+        if value is None:
+            out[k] = _collate(column, to, (k,))
+        else:
+            out[k], masks[f"{k}_mask"] = _pad_field(column, value, mask, multiple, to, (k,))
+    if mask:
+        out.update(_new_fields(masks, first))
+    return out if type(first) is dict else _rebuild(first, out)
+
+
+def _new_fields(masks: dict[str, Any], first: Mapping[Any, Any]) -> dict[str, Any]:
+    taken = [name for name in masks if name in first]
+    if taken:
+        raise ValueError(
+            f"collate: mask=True adds the fields {taken}, but the elements have them already. "
+            "Rename them first (a map), or name the fields to pad: pad={'tokens': 0}"
+        )
+    return masks
+
+
+def _number_list(x: object) -> bool:
+    return type(x) is list and all(isinstance(v, _NUMBERS) for v in x)
+
+
+def _paddable(column: Sequence[Any]) -> bool:
+    """Whether ``pad=<number>`` pads a field of dict elements: its values are all arrays or
+    tensors of numbers with at least one axis, or lists of numbers."""
+    tensor = tensor_type()
+    for x in column:
+        if isinstance(x, np.ndarray):
+            if x.ndim == 0 or x.dtype.kind not in "biufc":
+                return False
+        elif tensor is not None and isinstance(x, tensor):
+            if x.ndim == 0:
+                return False
+        elif not _number_list(x):
+            return False
+    return True
+
+
+def _pad_field(column: Sequence[Any], value: Any, mask: bool, multiple: int | None, to: str,
+               path: tuple[object, ...]) -> tuple[Any, Any]:
+    """One field padded (and its mask, with ``mask``), written once into its output
+    array: ``output_array`` (shared memory in a worker), or a torch tensor for tensors that
+    NumPy cannot hold (bfloat16, on an accelerator, requiring grad)."""
+    parts = _padding_parts(column, to, path)
+    shapes = [tuple(p.shape) for p in parts]
+    shape = (len(parts), *_padded_shape(shapes, multiple, path))
+    if all(isinstance(p, np.ndarray) for p in parts):
+        dtype = _numpy_pad_dtype(parts, column)
+        _check_fits(value, dtype.kind, _int_bounds(dtype), dtype, path)
+        out = _write_padded(output_array(shape, dtype), parts, value)
+        where = _write_mask(output_array(shape, np.bool_), shapes) if mask else None
+        return _target(out, to), None if where is None else _target(where, to)
+    return _pad_tensors(parts, shape, value, mask, path)
+
+
+def _padding_parts(column: Sequence[Any], to: str, path: tuple[object, ...]) -> list[Any]:
+    """The values as NumPy arrays, and as tensors those that only torch can hold."""
+    tensor = tensor_type()
+    parts: list[Any] = []
+    for x in column:
+        if isinstance(x, (np.ndarray, np.generic)):
+            array = np.asarray(x)
+            if array.dtype.kind not in "biufc":
+                raise _not_paddable(path, column)
+            parts.append(array)
+        elif tensor is not None and isinstance(x, tensor):
+            if to == "numpy":
+                parts.append(x.numpy(force=True))
+            else:
+                parts.append(x.numpy() if x.device.type == "cpu" and _numpy_dtype(x) else x)
+        elif _number_list(x):
+            parts.append(_number_array(x, {type(v) for v in x}, path) if x else np.empty(0))
+        else:
+            raise _not_paddable(path, column)
+    return parts
+
+
+def _not_paddable(path: tuple[object, ...], column: Sequence[Any]) -> ValueError:
+    tensor = tensor_type()
+
+    def kind(x: Any) -> str:
+        if isinstance(x, np.ndarray) or (tensor is not None and isinstance(x, tensor)):
+            return f"{type(x).__name__} of {x.dtype}"
+        if type(x) is list:
+            return "list of numbers" if _number_list(x) else "list (not all numbers)"
+        return type(x).__name__
+
+    return ValueError(
+        f"collate: cannot pad {_path_str(path)}: pad= pads arrays and tensors of numbers and "
+        f"lists of numbers, and the values are: {_positions([kind(x) for x in column])}. "
+        "Leave it out of pad (name the fields to pad: pad={'tokens': 0}), make the values "
+        f"arrays first (a map), {_CUSTOM}"
+    )
+
+
+def _padded_shape(shapes: Sequence[tuple[int, ...]], multiple: int | None,
+                  path: tuple[object, ...]) -> tuple[int, ...]:
+    """The longest size on each axis, rounded up to ``multiple`` on the ragged axes (those
+    whose sizes differ); an axis on which the elements agree is left as it is."""
+    ndim = len(shapes[0])
+    if any(len(s) != ndim for s in shapes):
+        raise ValueError(
+            f"collate: cannot pad {_path_str(path)}: the elements differ in number of "
+            f"dimensions: {_positions([str(s) for s in shapes])}. Padding evens out sizes, "
+            f"not dimensions: reshape them first (a map), {_CUSTOM}"
+        )
+    out = []
+    for axis in range(ndim):
+        sizes = [s[axis] for s in shapes]
+        longest = max(sizes)
+        if multiple is not None and min(sizes) != longest:
+            longest = -(-longest // multiple) * multiple
+        out.append(longest)
+    return tuple(out)
+
+
+def _numpy_pad_dtype(parts: Sequence[np.ndarray], column: Sequence[Any]) -> np.dtype[Any]:
+    """The arrays' dtype, as ``collate`` stacks them; an empty list has none of its own."""
+    typed = [p for p, x in zip(parts, column, strict=True) if not (type(x) is list and not x)]
+    if not typed:
+        return np.dtype(np.float64)  # as np.asarray([]) is
+    first = typed[0].dtype
+    return np.result_type(*typed) if any(p.dtype != first for p in typed) else first
+
+
+def _int_bounds(dtype: np.dtype[Any]) -> tuple[int, int] | None:
+    if dtype.kind == "b":
+        return 0, 1
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return int(info.min), int(info.max)
+    return None
+
+
+def _check_fits(value: Any, kind: str, bounds: tuple[int, int] | None, dtype: Any,
+                path: tuple[object, ...]) -> None:
+    """An error when the arrays' dtype would change the pad value (an int dtype and -100
+    out of its range or 0.5; a float dtype and a complex number)."""
+    if bounds is not None:
+        exact = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        fits = exact and bounds[0] <= int(value.real) <= bounds[1]
+    else:
+        fits = kind == "c" or not isinstance(value, complex)
+    if not fits:
+        raise ValueError(
+            f"collate: cannot pad {_path_str(path)} with {value!r}: its values are {dtype}, "
+            "which cannot hold it. Pad with a value they hold, or convert them first (a map)"
+        )
+
+
+def _regions(shape: tuple[int, ...], full: tuple[int, ...]) -> list[tuple[slice, ...]]:
+    """The parts of an array of shape ``full`` outside its corner of ``shape``: disjoint,
+    so that padding writes every position once. The d-th is ``[:shape[0], ...,
+    :shape[d-1], shape[d]:, :, ...]``."""
+    regions = []
+    for axis, (size, length) in enumerate(zip(shape, full, strict=True)):
+        if size < length:
+            regions.append((*(slice(s) for s in shape[:axis]), slice(size, None)))
+    return regions
+
+
+def _write_padded(out: Any, parts: Sequence[Any], value: Any) -> Any:
+    full = tuple(out.shape[1:])
+    for i, part in enumerate(parts):
+        out[(i, *(slice(s) for s in part.shape))] = part
+        for region in _regions(tuple(part.shape), full):
+            out[(i, *region)] = value
+    return out
+
+
+def _write_mask(where: Any, shapes: Sequence[tuple[int, ...]]) -> Any:
+    """True at the positions that hold an element's values, False at the padding."""
+    full = tuple(where.shape[1:])
+    for i, shape in enumerate(shapes):
+        where[(i, *(slice(s) for s in shape))] = True
+        for region in _regions(shape, full):
+            where[(i, *region)] = False
+    return where
+
+
+def _pad_tensors(parts: Sequence[Any], shape: tuple[int, ...], value: Any, mask: bool,
+                 path: tuple[object, ...]) -> tuple[Any, Any]:
+    """Tensors whose dtype NumPy lacks, on an accelerator or requiring grad: padded by
+    torch, on the first one's device."""
+    torch = sys.modules["torch"]
+    tensors = [torch.from_numpy(p) if isinstance(p, np.ndarray) else p for p in parts]
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    kind = "b" if dtype == torch.bool else "c" if dtype.is_complex else (
+        "f" if dtype.is_floating_point else "i")
+    bounds = (0, 1) if kind == "b" else None
+    if kind == "i":
+        bounds = (torch.iinfo(dtype).min, torch.iinfo(dtype).max)
+    _check_fits(value, kind, bounds, dtype, path)
+    device = tensors[0].device
+    out = _write_padded(torch.empty(shape, dtype=dtype, device=device), tensors, value)
+    if not mask:
+        return out, None
+    where = torch.empty(shape, dtype=torch.bool, device=device)
+    return out, _write_mask(where, [tuple(t.shape) for t in tensors])
+
+
 @attrs.frozen(kw_only=True, repr=False)
 class Collate(ElementStage):
     call_name: ClassVar[str] = "collate"
@@ -310,12 +627,20 @@ class Collate(ElementStage):
     one_to_one: ClassVar[bool] = True
     fn: Callable[[list[Any]], Any] | None = positional(default=None)
     to: str = "torch"
+    pad: int | float | complex | FieldPads | None = None
+    mask: bool = False
+    pad_to_multiple_of: int | None = None
 
     def length(self, n: int) -> int:
         return n
 
     def __call__(self, batch: Sequence[Any]) -> Any:
-        return collate_value(batch, self.to) if self.fn is None else self.fn(list(batch))
+        if self.fn is not None:
+            return self.fn(list(batch))
+        if self.pad is None:
+            return collate_value(batch, self.to)
+        return pad_batch(batch, self.pad, mask=self.mask, multiple=self.pad_to_multiple_of,
+                         to=self.to)
 
     def element_op(self, stage_key: int) -> ElementOp:
         return (MAP, self, self, stage_key)
@@ -324,7 +649,14 @@ class Collate(ElementStage):
         return self.fn is None and self.to == "torch"
 
 
-def collate(fn: Callable[[list[Any]], Any] | None = None, *, to: str = "torch") -> Pipe[Any]:
+def collate(
+    fn: Callable[[list[Any]], Any] | None = None,
+    *,
+    to: str = "torch",
+    pad: float | Mapping[str, float] | None = None,
+    mask: bool = False,
+    pad_to_multiple_of: int | None = None,
+) -> Pipe[Any]:
     """Turn each batch (a list) into stacked arrays or tensors.
 
     With no ``fn`` it stacks like PyTorch's ``default_collate``: dicts, tuples and lists field
@@ -336,9 +668,34 @@ def collate(fn: Callable[[list[Any]], Any] | None = None, *, to: str = "torch") 
     >>> pipe = dp.from_sequence([(0, 0.5), (1, 1.5), (2, 2.5)]) | dp.batch(2) | dp.collate()
     >>> next(iter(pipe))
     (tensor([0, 1]), tensor([0.5000, 1.5000], dtype=torch.float64))
+
+    ``pad`` pads ragged arrays, tensors and lists of numbers with that value, on every axis
+    whose sizes differ, to the longest in the batch: ``pad=0`` pads the elements themselves
+    or each such field of dict elements, ``pad={"tokens": 0, "labels": -100}`` the fields it
+    names (the others stack as usual). ``mask=True`` adds where the values are (True) and
+    where the padding is: as the field ``"<field>_mask"`` of dict elements, else as a pair
+    ``(padded, mask)``. ``pad_to_multiple_of`` rounds each padded length up to a multiple.
+
+    >>> pipe = dp.from_sequence([[1, 2, 3], [4]]) | dp.batch(2) | dp.collate(pad=0, mask=True)
+    >>> next(iter(pipe))
+    (tensor([[1, 2, 3],
+            [4, 0, 0]]), tensor([[ True,  True,  True],
+            [ True, False, False]]))
     """
     if fn is not None:
         check_callable("collate", "fn", fn)
     if to not in _TARGETS:
         raise fail("collate", f"to must be 'torch' or 'numpy', got {to!r}")
-    return Pipe(Collate(fn=fn, to=to))
+    pads = _check_pad(pad)
+    if not isinstance(mask, bool):
+        raise fail("collate", f"mask must be a bool, got {mask!r}", TypeError)
+    if pad_to_multiple_of is not None:
+        pad_to_multiple_of = check_int("collate", "pad_to_multiple_of", pad_to_multiple_of,
+                                       minimum=1)
+    if pads is None and (mask or pad_to_multiple_of is not None):
+        raise fail("collate", "mask and pad_to_multiple_of need pad= (the value to pad with), "
+                   "e.g. collate(pad=0, mask=True)")
+    if pads is not None and fn is not None:
+        raise fail("collate", "pad pads what collate builds without fn; pad in your fn "
+                   "instead (dp.output_array gives it the array to write into)")
+    return Pipe(Collate(fn=fn, to=to, pad=pads, mask=mask, pad_to_multiple_of=pad_to_multiple_of))
