@@ -253,6 +253,17 @@ def new_shm(before: set[str]) -> set[str]:
     return new - shm_held_elsewhere() if new else new
 
 
+def assert_no_new_shm(before: set[str], seconds: float = GONE_SECONDS) -> None:
+    """Poll until no entry of ours is new in /dev/shm since ``before``; fail after
+    ``seconds``. (Programs in other containers that share /dev/shm, whose processes this one
+    cannot see, make entries that come and go, multiprocessing's ``sem.mp-*``: a leak stays.)"""
+    end = time.monotonic() + seconds
+    while new := new_shm(before):
+        if time.monotonic() > end:
+            raise AssertionError(f"new in /dev/shm after {seconds} s: {sorted(new)}")
+        time.sleep(0.02)
+
+
 def resources() -> dict[str, Any]:
     """What a loader may hold in this process: fds, OS threads, children, /dev/shm entries."""
     gc.collect()
@@ -402,6 +413,136 @@ def test_an_exception_that_cannot_cross_processes_still_arrives(
         assert again == want and isinstance(error, (error_type, dp.StageError))
     finally:
         loader.close()
+
+
+def exit_on_24(x: int) -> int:
+    if x == 24:
+        sys.exit(3)
+    return x
+
+
+def interrupt_on_24(x: int) -> int:
+    if x == 24:
+        raise KeyboardInterrupt
+    return x
+
+
+def run_until_base_error(values: Iterable[Any]) -> tuple[list[Any], BaseException | None]:
+    """``run_until_error``, also for ``SystemExit`` and ``KeyboardInterrupt``."""
+    out: list[Any] = []
+    try:
+        for x in values:
+            out.append(x)
+    except BaseException as exc:
+        return out, exc
+    return out, None
+
+
+#: how a map's user code reaches the consumer: threads, forked and spawned worker processes
+USER_CODE_RUNS = [("thread", None), ("process", "fork"), ("process", "spawn")]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("backend", "start_method"), USER_CODE_RUNS)
+@pytest.mark.parametrize(("fn", "error_type"), [(exit_on_24, SystemExit),
+                                                (interrupt_on_24, KeyboardInterrupt)])
+@pytest.mark.parametrize("case", ["map", "map-batch", "stream-map"])
+def test_sys_exit_and_keyboard_interrupt_in_a_map_reach_the_consumer(
+    case: str, fn: Callable[[int], int], error_type: type[BaseException], backend: str,
+    start_method: str | None,
+) -> None:
+    # Once: a worker thread died without a reply and the loader hung (even with timeout=3);
+    # a worker process raising KeyboardInterrupt was reported "killed by signal 2".
+    pipe = {
+        "map": dp.from_sequence(range(40)) | dp.map(fn),
+        "map-batch": dp.from_sequence(range(40)) | dp.map(add_one) | dp.map(fn) | dp.batch(4),
+        "stream-map": dp.from_iterable(numbers(40)) | dp.map(fn),
+    }[case]
+    key = 23 if case == "map-batch" else 24  # add_one comes first there
+    # every output before it, in order (the in-process reference of a stream source drops
+    # the last of them: plan._positioned passes on what it holds for an Exception only)
+    want: list[Any] = (
+        [[x + 1 for x in range(b, b + 4)] for b in range(0, 20, 4)] if case == "map-batch"
+        else list(range(24))
+    )
+    ref_error = run_until_base_error(pipe.iter())[1]
+    assert type(ref_error) is error_type
+    before = resources()
+    loader = pipe.compile(workers=2, backend=backend, start_method=start_method, timeout=3)
+    try:
+        for _ in range(2):  # the pool is not broken: the next epoch runs, and ends alike
+            got, error = run_until_base_error(loader)
+            assert type(error) is error_type, repr(error)
+            if error_type is SystemExit:
+                assert error.code == 3  # type: ignore[union-attr]
+            assert got == want
+            note = f"datapipes: raised in stage map({fn.__name__}) on the element with key {key}"
+            assert note in error.__notes__, error.__notes__
+            pids = loader.worker_pids
+        assert loader.worker_pids == pids
+    finally:
+        loader.close()
+    assert_back_to(before)
+
+
+def generator_at_24(x: int) -> Any:
+    return (i for i in range(3)) if x == 24 else x
+
+
+def lock_at_24(x: int) -> Any:
+    return threading.Lock() if x == 24 else x
+
+
+def open_file_at_24(x: int) -> Any:
+    return open(os.devnull) if x == 24 else x
+
+
+UNPICKLABLE_RESULTS = {
+    "map": lambda fn: dp.from_sequence(range(40)) | dp.map(fn),
+    "map-batch": lambda fn: dp.from_sequence(range(40)) | dp.map(fn) | dp.batch(4),
+    "stream-map": lambda fn: dp.from_iterable(numbers(40)) | dp.map(fn),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("case", "fn", "start_method"),
+    [*((case, generator_at_24, method) for case in UNPICKLABLE_RESULTS
+       for method in ("fork", "spawn")),
+     ("map", lock_at_24, "fork"), ("map-batch", open_file_at_24, "fork")],
+)
+def test_a_result_that_cannot_be_pickled_names_its_stage_and_key(
+    case: str, fn: Callable[[int], Any], start_method: str
+) -> None:
+    # The reference yields the generator (nothing is pickled in-process); worker processes
+    # cannot send it: the outputs before it arrive, then an error naming the stage, the key
+    # and the way out. Once: a bare "TypeError: cannot pickle 'generator' object".
+    pipe = UNPICKLABLE_RESULTS[case](fn)
+    size = 4 if case == "map-batch" else 1
+    want = list(pipe.iter())[: 24 // size]
+    loader = pipe.compile(workers=2, start_method=start_method)
+    try:
+        for _ in range(2):  # a result is not a death: the next epoch runs on the same workers
+            got, error = run_until_error(loader)
+            assert got == want
+            assert isinstance(error, dp.StageError), repr(error)
+            message = str(error)
+            assert f"map({fn.__name__})" in message and "key 24" in message, message
+            assert "cannot pickle" in message and "backend='thread'" in message, message
+            note = f"datapipes: raised in stage map({fn.__name__}) on the element with key 24"
+            assert note in error.__notes__
+            pids = loader.worker_pids
+        assert loader.worker_pids == pids
+    finally:
+        loader.close()
+    # under on_error="skip" it is skipped, and recorded, like an element whose map raised
+    with pipe.compile(workers=2, start_method=start_method, on_error="skip") as loader:
+        kept = [x for x in range(40) if x != 24]
+        batches = [kept[i:i + 4] for i in range(0, len(kept), 4)]
+        assert list(loader) == (batches if size == 4 else kept)
+        (record,) = loader.skipped
+        assert (record.stage, record.key) == (f"map({fn.__name__})", 24)
+        assert "cannot pickle" in record.message
 
 
 # -- 2. a worker process that dies ------------------------------------------------------------
@@ -661,7 +802,56 @@ def test_workers_of_a_killed_main_process_exit_and_leave_nothing_in_dev_shm(
         proc.wait(timeout=30)
         took = wait_gone(workers)
         print(f"workers of the killed main process gone {took:.2f} s after the SIGKILL")
-        assert new_shm(shm_before) == set()
+        assert_no_new_shm(shm_before)
+    finally:
+        stop_script(proc, info)
+
+
+def start_busy_script(
+    mode: str, start_method: str, start_from: str
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start ``fault_scripts/busy_workers.py`` in a session of its own; its JSON report."""
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "busy_workers.py"), mode, start_method, start_from],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line:
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError(f"the script failed to start: {err}")
+    return proc, json.loads(line)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("start_from", ["main", "thread"])
+@pytest.mark.parametrize("mode", ["hold", "close"])
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_busy_workers_of_a_killed_main_process_exit_within_5_s(
+    start_method: str, mode: str, start_from: str
+) -> None:
+    # Each worker is in the middle of a 30 s task with three more queued behind it: a worker
+    # that noticed its parent only between tasks stayed 30 s or more. "close": the main
+    # process is killed while close() waits for its workers (they were told to stop).
+    # "thread": the workers were started by a thread that has ended since (they outlive it;
+    # the kernel's parent-death signal, tied to that thread, is not used for them).
+    proc, info = start_busy_script(mode, start_method, start_from)
+    try:
+        if mode == "close":
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "closing"
+            time.sleep(0.5)  # close() has sent "stop" and waits (5 s) for the workers
+        workers = [psutil.Process(p) for p in info["workers"]]
+        assert len(workers) == 2 and all(alive(w) for w in workers)
+        assert proc.poll() is None
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        took = wait_gone(workers, 2 * GONE_SECONDS)
+        where = "the main thread" if start_from == "main" else "another thread"
+        print(f"busy {start_method} workers ({mode}, started from {where}) gone {took:.2f} s "
+              "after the main process")
     finally:
         stop_script(proc, info)
 

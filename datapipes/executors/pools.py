@@ -5,7 +5,8 @@ task to one worker (``send``), collects replies (``poll``) and says when an epoc
 remaining tasks are no longer wanted (``cancel``). Replies are
 ``(worker, kind, epoch id, seq, payload)`` with kind ``"ok"`` (payload: ``(items,
 skipped)``), ``"error"`` (the exception, or its description from a process) or
-``"dropped"``. A dead, hung or timed-out worker raises :class:`WorkerError` from ``poll``.
+``"dropped"``. A dead, hung or timed-out worker raises :class:`WorkerError` from ``poll``,
+as does a worker process that could not load the pipe (its own words, quoted).
 """
 
 from __future__ import annotations
@@ -68,6 +69,21 @@ def _exit_reason(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+@contextlib.contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Let multiprocessing start a worker from a daemonic process (a loader inside a
+    ``Process(daemon=True)``, or inside another loader's worker). It refuses because a
+    daemonic process is killed at its parent's exit and would leave its children behind;
+    our workers do not stay behind: they end by themselves when their parent is gone."""
+    config = getattr(mp.process.current_process(), "_config", {})
+    daemon = config.pop("daemon", None)
+    try:
+        yield
+    finally:
+        if daemon is not None:
+            config["daemon"] = daemon
+
+
 def _timeout_error(worker: int, who: str, report: tuple[str, Any, float]) -> WorkerError:
     stage, key, seconds = report
     return WorkerError(
@@ -86,8 +102,9 @@ class SpawnedProcess:
     worker's start-up) and a script needs no ``if __name__ == "__main__"`` guard for it.
     """
 
-    def __init__(self, channel_fds: tuple[int, int]) -> None:
+    def __init__(self, channel_fds: tuple[int, int], tied: bool = False) -> None:
         self.channel_fds = channel_fds
+        self.tied = tied  # it dies with this thread (see worker.die_with_parent)
         self.popen: subprocess.Popen[bytes] | None = None
         self.sentinel = -1  # readable (at EOF) once the process has exited
 
@@ -97,7 +114,7 @@ class SpawnedProcess:
         code = (
             f"import sys; sys.path[:] = {path!r}; "
             "from datapipes.executors.worker import spawned_main; "
-            f"spawned_main({self.channel_fds[0]}, {self.channel_fds[1]})"
+            f"spawned_main({self.channel_fds[0]}, {self.channel_fds[1]}, {self.tied})"
         )
         sentinel, held = os.pipe()  # the worker holds `held` open until it ends
         try:
@@ -174,6 +191,10 @@ class ProcessPool:
         self._lent: dict[weakref.ref[mmap.mmap], tuple[int, int]] = {}
         self._freed: collections.deque[weakref.ref[mmap.mmap]] = collections.deque()
         self._closed = False
+        # Workers started from the main thread also die with it, through the kernel (it
+        # lasts as long as this process); a fork server's children are not ours.
+        tied = (threading.current_thread() is threading.main_thread()
+                and self.start_method != "forkserver")
         try:
             for w in range(workers):
                 task_main, task_worker = transport.channel_pair()
@@ -181,10 +202,10 @@ class ProcessPool:
                 MAIN_SIDE_FDS.update((task_main.fileno(), result_main.fileno()))
                 inherited = sorted(MAIN_SIDE_FDS) if self.start_method == "fork" else []
                 args = (payload, task_worker, result_worker, os.getpid(), w, timeout,
-                        inherited, prefetch + 2)
+                        inherited, prefetch + 2, tied)
                 proc: Any
                 if self.start_method == "spawn" and sys.executable:  # (else: embedded Python)
-                    proc = SpawnedProcess((task_worker.fileno(), result_worker.fileno()))
+                    proc = SpawnedProcess((task_worker.fileno(), result_worker.fileno()), tied)
                     # told what to run once all have started: they start up side by side
                     spawned.append((task_main, (payload, os.getpid(), w, timeout, prefetch + 2)))
                 else:
@@ -193,7 +214,8 @@ class ProcessPool:
                     )
                 self.tasks.append(task_main)
                 self.results.append(result_main)
-                with _sigint_held():  # the worker starts with Ctrl-C held until it ignores it
+                # the worker starts with Ctrl-C held until it ignores it
+                with _sigint_held(), _children_allowed():
                     proc.start()
                 task_worker.close()
                 result_worker.close()
@@ -277,6 +299,8 @@ class ProcessPool:
             kind, eid, seq, payload = pickle.loads(data)
             if kind == "timeout":
                 raise _timeout_error(w, f"pid {self.procs[w].pid}", payload)
+            if kind == "broken":
+                raise WorkerError(f"worker {w} (pid {self.procs[w].pid}) {payload}")
             if kind == "ok":
                 sizes, body, busy, counts = payload
                 self.busy[w] += busy
@@ -297,6 +321,19 @@ class ProcessPool:
         self._check_silent()
         return replies
 
+    def _last_words(self, worker: int) -> str | None:
+        """Why a worker that ended said it could not go on, if it did (it was found dead
+        before its last message was read)."""
+        channel = self.results[worker]
+        with contextlib.suppress(OSError, EOFError, pickle.UnpicklingError):
+            while mp.connection.wait([channel], 0):  # type: ignore[list-item]
+                data, fds = channel.recv()
+                transport.close_fds(fds)  # a result of a broken pool: never mapped
+                kind, _, _, payload = pickle.loads(data)
+                if kind == "broken":
+                    return str(payload)
+        return None
+
     def _check_silent(self) -> None:
         if self.timeout is None:
             return
@@ -310,6 +347,9 @@ class ProcessPool:
 
     def _raise_dead(self, worker: int) -> None:
         proc = self.procs[worker]
+        said = self._last_words(worker)
+        if said is not None:
+            raise WorkerError(f"worker {worker} (pid {proc.pid}) {said}")
         proc.join(0.5)
         raise WorkerError(
             f"worker {worker} (pid {proc.pid}) {_exit_reason(proc.exitcode)}; the epoch "
@@ -376,8 +416,9 @@ class ThreadPool:
                 continue
             self.started[w] = started = time.monotonic()
             try:
+                # (the user's code may raise any BaseException: run_task returns it)
                 result = run_task(self.plan, EpochContext(seed, epoch, skip=skip), kind, payload)
-            except Exception as exc:  # not the user's code: the outputs are lost
+            except BaseException as exc:  # not the user's code: the outputs are lost
                 self.replies.put((w, "error", eid, seq, exc))
             else:
                 self.busy[w] += time.monotonic() - started
