@@ -25,16 +25,17 @@ from . import _seeds
 from ._graph import EpochContext, Pipe, Skipped
 from .errors import StageError, WorkerError
 from .executors.cursor import epoch_from, make_state, read_state, resumable
-from .executors.pools import ProcessPool, ThreadPool
+from .executors.parallel import ParallelEpoch
+from .executors.protocol import Pool, PoolSpec
+from .executors.protocol import backend as executor_backend
 from .executors.shared_list import share_objects, snapshot
 from .executors.sizing import ChunkSizer
 from .options import LoaderOptions
-from .plan import Plan, plan, with_positions
+from .plan import Plan, plan
 from .stages.prefetch import background
 from .stages.shard import shard_by_rank
 from .stats import LoaderStats, Tally, metered
 
-_POLL_SECONDS = 1.0
 _STREAM_CHUNK = 16
 
 
@@ -64,8 +65,6 @@ class Loader:
             self._transfer = Transfer.create(pin_memory=o.pin_memory, device=o.device)
         pipe = snapshot(pipe)
         workers, backend, on_error, stats = o.workers, o.backend, o.on_error, o.stats
-        if backend == "process" and workers and (o.start_method or mp.get_start_method()) != "fork":
-            _check_shippable(pipe)
         self.pipe = pipe
         self.workers = workers
         self.backend = backend
@@ -86,9 +85,14 @@ class Loader:
         self._tally = Tally(metered=stats)
         # Who runs the segment: the workers asked for; else, in this process, the pool of a
         # parallel_map in it; else this process itself (on a thread with a prefetch in it).
-        self._pool_backend, self._pool_size = (
+        pool_backend, self._pool_size = (
             (backend, workers) if workers else (self._plan.pool or (backend, 0))
         )
+        self._backend = executor_backend(pool_backend)
+        # workers that receive the pipe pickled (not by fork) need functions that pickle
+        ships = self._backend.ships_functions and self._pool_size > 0
+        if ships and workers and (o.start_method or mp.get_start_method()) != "fork":
+            _check_shippable(pipe)
         # Results may come as they finish only when nothing after the workers depends on
         # their order; else the multiset itself would change (a batch, a take, ...).
         self._order_needed_by = next(
@@ -97,7 +101,7 @@ class Loader:
         self._unordered = not o.ordered and self._order_needed_by is None
         # What process workers run: the same plan, over a shared copy of a large list.
         worker_pipe, self._sharing = pipe, None
-        if self._pool_backend == "process" and self._pool_size:
+        if ships:
             worker_pipe, self._sharing = share_objects(pipe)
         self._worker_plan = (
             self._plan
@@ -114,7 +118,7 @@ class Loader:
         self._resume_delivered = 0
         self._resume_state_epoch: int | None = None
         self._epoch_id = 0
-        self._pool: ProcessPool | ThreadPool | None = None
+        self._pool: Pool | None = None
         self._outstanding: list[int] = []
         self._closed = False
         # the pass under way: (its thread, the generator), so that another thread is refused
@@ -174,7 +178,7 @@ class Loader:
         """The plan: each stage, where it runs and why; then how the loader runs it."""
         how = (
             "in this process"
-            + (f", the segment on {self._pool_size} {self._pool_backend} workers (parallel_map)"
+            + (f", the segment on {self._pool_size} {self._backend.name} workers (parallel_map)"
                if self._pool_size else "")
             if self.workers == 0
             else f"{self.workers} {self.backend} workers, {self.prefetch} tasks each in flight"
@@ -204,7 +208,7 @@ class Loader:
         shared = self._tally.shared_bytes + (pool.shared_bytes if pool is not None else 0)
         return self._tally.report(
             workers=self._pool_size, worker_busy=busy, shared_bytes=shared,
-            meters=(self._worker_plan if self._pool_backend == "process" and self._pool_size
+            meters=(self._worker_plan if self._backend.ships_functions and self._pool_size
                     else self._plan).meters(),
             placements=self._plan.placements, tail=[s for _, s in self._plan.tail],
         )
@@ -212,7 +216,7 @@ class Loader:
     @property
     def worker_pids(self) -> list[int]:
         """The pids of the worker processes (empty before the first epoch, or for threads)."""
-        return self._pool.pids if isinstance(self._pool, ProcessPool) else []
+        return self._pool.pids if self._pool is not None else []
 
     def close(self) -> None:
         """Stop every worker and free every shared-memory buffer not held by the user."""
@@ -331,22 +335,19 @@ class Loader:
 
         return metered(epoch_from(self._plan, ctx, start, metered_segment), tally.tail_cell)
 
-    def _ensure_pool(self) -> ProcessPool | ThreadPool:
+    def _ensure_pool(self) -> Pool:
         with self._pass_lock:  # never two pools, whatever the threads do
             return self._pool or self._start_pool()
 
-    def _start_pool(self) -> ProcessPool | ThreadPool:
-        if self._pool is None:
-            if self._pool_backend == "thread":
-                self._pool = ThreadPool(self._plan, self._pool_size, self.timeout)
-            else:
-                self._pool = ProcessPool(
-                    self._worker_plan, self._pool_size, self.start_method, self.timeout,
-                    self.prefetch,
-                )
-            self._outstanding = [0] * self._pool_size
-            self._finalizer = weakref.finalize(self, self._pool.close)
-        return self._pool
+    def _start_pool(self) -> Pool:
+        plan = self._worker_plan if self._backend.ships_functions else self._plan
+        pool = self._backend.start(
+            PoolSpec(plan, self._pool_size, self.start_method, self.timeout, self.prefetch)
+        )
+        self._pool = pool
+        self._outstanding = [0] * self._pool_size
+        self._finalizer = weakref.finalize(self, pool.close)
+        return pool
 
     def _inline_segment(
         self, ctx: EpochContext, start: tuple[int, int]
@@ -378,80 +379,26 @@ class Loader:
         pool = self._ensure_pool()
         self._epoch_id += 1
         eid = self._epoch_id
-        outstanding = self._outstanding
-        sizer = self._chunk()
-        tasks = self._plan.unit_chunks(ctx, start[0], sizer)
-        firsts: dict[int, int] = {}  # seq -> its first unit
-        limit = self._pool_size * self.prefetch
-        pending: dict[int, Any] = {}
-        sent = delivered = 0
-        exhausted = finished = looked = waited = False
+
+        def still_current() -> None:
+            if self._pool is not pool:
+                raise RuntimeError("this Loader was closed while a pass over it was running")
+            if self._epoch_id != eid:
+                raise RuntimeError(
+                    "a newer pass over this Loader started: a Loader runs one pass (epoch) "
+                    "at a time; compile the pipe again for a second, independent loader"
+                )
+
+        run = ParallelEpoch(
+            pool, self._plan, ctx, start, epoch_id=eid, prefetch=self.prefetch,
+            outstanding=self._outstanding, sizer=self._chunk(), unordered=self._unordered,
+            tally=self._tally, rebuild=_rebuild,
+        )
         try:
-            while True:
-                if self._pool is not pool:
-                    raise RuntimeError("this Loader was closed while a pass over it was running")
-                if self._epoch_id != eid:
-                    raise RuntimeError(
-                        "a newer pass over this Loader started: a Loader runs one pass (epoch) "
-                        "at a time; compile the pipe again for a second, independent loader"
-                    )
-                while not exhausted and sent - delivered < limit:
-                    w = min(range(self._pool_size), key=outstanding.__getitem__)
-                    if outstanding[w] >= self.prefetch:
-                        break
-                    task = next(tasks, None)
-                    if task is None:
-                        exhausted = True
-                        break
-                    first, kind, payload = task
-                    firsts[sent] = first
-                    pool.send(w, (None, eid, sent, ctx.seed, ctx.epoch, ctx.skip, kind, payload))
-                    outstanding[w] += 1
-                    sent += 1
-                # the next result in sequence, or with ordered=False any that is here
-                ready = next(iter(pending), None) if self._unordered else delivered
-                if ready in pending:
-                    # was it here already (the workers are ahead), or did we wait for it?
-                    if waited:
-                        self._tally.results_waited += 1
-                    else:
-                        self._tally.results_ready += 1
-                    looked = waited = False
-                    per_unit, skipped, error = pending.pop(ready)
-                    first = firsts.pop(ready)
-                    delivered += 1
-                    ctx.skipped.extend(skipped)
-                    for i, outputs in enumerate(per_unit):
-                        p = first + i
-                        yield from with_positions(p, outputs, start[1] if p == start[0] else 0)
-                    del per_unit
-                    if error is not None:  # after the outputs before it, as in the reference
-                        raise _rebuild(error)
-                    continue  # refill before waiting
-                if exhausted and delivered == sent:
-                    finished = True
-                    return
-                # first a look at what has arrived, then a wait (the results queue is empty)
-                waited, looked = looked, True
-                wait = _POLL_SECONDS if waited else 0.0
-                for w, kind, reply_eid, seq, payload in pool.poll(eid, wait, outstanding):
-                    outstanding[w] -= 1
-                    if reply_eid != eid or kind == "dropped":
-                        continue
-                    if kind == "error":
-                        raise _rebuild(payload)
-                    self._tally.tasks += 1
-                    sizer.observe(payload[0])
-                    pending[seq] = payload
-                payload = None
+            yield from run.outputs(still_current)
         except WorkerError:
             self._shutdown_pool(broken=True)  # a broken pool is never reused
             raise
-        finally:
-            if not finished:
-                pending.clear()
-                if self._pool is not None:
-                    self._pool.cancel(eid)
 
     def _shutdown_pool(self, *, broken: bool = False) -> None:
         pool, self._pool = self._pool, None

@@ -1,12 +1,10 @@
-"""Worker pools: processes or threads, behind one small interface the Loader drives.
+"""The built-in backends: worker processes and worker threads, each a
+:class:`~datapipes.executors.protocol.Pool` (registered as ``"process"`` and ``"thread"``).
 
 A pool starts its workers once and keeps them across epochs. The Loader sends each
-task to one worker (``send``), collects replies (``poll``) and says when an epoch's
-remaining tasks are no longer wanted (``cancel``). Replies are
-``(worker, kind, epoch id, seq, payload)`` with kind ``"ok"`` (payload: ``(items,
-skipped)``), ``"error"`` (the exception, or its description from a process) or
-``"dropped"``. A dead, hung or timed-out worker raises :class:`WorkerError` from ``poll``,
-as does a worker process that could not load the pipe (its own words, quoted).
+:class:`Task` to one worker (``send``), collects :class:`Reply` records (``poll``) and says
+when an epoch's remaining tasks are no longer wanted (``cancel``). A dead, hung or
+timed-out worker raises :class:`WorkerError` from ``poll``.
 """
 
 from __future__ import annotations
@@ -33,15 +31,17 @@ import cloudpickle
 
 from .._graph import EpochContext
 from ..errors import WorkerError
-from ..plan import Plan
 from . import transport
+from .protocol import PoolSpec, Reply, Task
 from .worker import MAIN_SIDE_FDS, locate, process_main, run_task
 
-Reply = tuple[int, str, int, int, Any]
 _JOIN_SECONDS = 5.0
 #: how long past its timeout a process worker may stay silent before the main process
 #: gives up on it (its own watchdog normally reports first)
 _TIMEOUT_GRACE = 2.0
+#: more for a worker that has not answered yet: its start-up (a spawned worker imports the
+#: pipe's modules) is not its task's time
+_START_GRACE = 30.0
 
 
 @contextlib.contextmanager
@@ -157,15 +157,9 @@ class SpawnedProcess:
 class ProcessPool:
     """Worker processes, each with a task socket and a result socket."""
 
-    def __init__(
-        self,
-        the_plan: Plan,
-        workers: int,
-        start_method: str | None,
-        timeout: float | None,
-        prefetch: int = 2,
-    ) -> None:
-        ctx: Any = mp.get_context(start_method)
+    def __init__(self, spec: PoolSpec) -> None:
+        the_plan, workers, timeout, prefetch = spec.plan, spec.workers, spec.timeout, spec.prefetch
+        ctx: Any = mp.get_context(spec.start_method)
         self.start_method = ctx.get_start_method()
         if self.start_method == "forkserver":
             # The fork server imports datapipes (and torch, when this process uses it) once;
@@ -180,6 +174,7 @@ class ProcessPool:
         self.tasks: list[transport.Channel] = []
         self.results: list[transport.Channel] = []
         self._busy_since: list[float | None] = []  # when the oldest unanswered task was sent
+        self._answered = [False] * workers  # (see _START_GRACE)
         self._locks = [threading.Lock() for _ in range(workers)]
         #: seconds each worker spent on tasks; bytes received through shared memory; the
         #: main process's meters, to which the workers' counts are added (``loader.stats()``)
@@ -236,12 +231,12 @@ class ProcessPool:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
-    def _send(self, worker: int, message: tuple[Any, ...]) -> None:
+    def _send(self, worker: int, message: Task | tuple[Any, ...]) -> None:
         # close() and cancel() may come from another thread (a loader's finalizer)
         with self._locks[worker]:
             self.tasks[worker].send(pickle.dumps(message, protocol=5))
 
-    def send(self, worker: int, message: tuple[Any, ...]) -> None:
+    def send(self, worker: int, message: Task) -> None:
         if self._closed:
             raise RuntimeError("this Loader is closed")
         self._send_freed()
@@ -315,7 +310,8 @@ class ProcessPool:
                     payload = None
             # the next task in this worker's queue starts now
             self._busy_since[w] = time.monotonic() if outstanding[w] > 1 else None
-            replies.append((w, kind, eid, seq, payload))
+            self._answered[w] = True
+            replies.append(Reply(w, kind, eid, seq, payload))
         if dead and not replies:
             self._raise_dead(dead[0])
         self._check_silent()
@@ -339,7 +335,8 @@ class ProcessPool:
             return
         now = time.monotonic()
         for w, since in enumerate(self._busy_since):
-            if since is not None and now - since > self.timeout + _TIMEOUT_GRACE:
+            grace = _TIMEOUT_GRACE if self._answered[w] else _START_GRACE
+            if since is not None and now - since > self.timeout + grace:
                 raise _timeout_error(
                     w, f"pid {self.procs[w].pid}, which stopped answering", ("unknown", None,
                                                                              self.timeout)
@@ -386,7 +383,8 @@ class ThreadPool:
     is abandoned (its daemon thread ends when its task does).
     """
 
-    def __init__(self, the_plan: Plan, workers: int, timeout: float | None) -> None:
+    def __init__(self, spec: PoolSpec) -> None:
+        the_plan, workers, timeout = spec.plan, spec.workers, spec.timeout
         self.plan = the_plan
         self.timeout = timeout
         self.inboxes: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(workers)]
@@ -409,25 +407,26 @@ class ThreadPool:
 
     def _work(self, w: int) -> None:
         inbox = self.inboxes[w]
-        while (message := inbox.get()) is not None:
-            _, eid, seq, seed, epoch, skip, kind, payload = message
+        while (task := inbox.get()) is not None:
+            eid, seq = task.epoch_id, task.seq
             if eid <= self.cancelled:
-                self.replies.put((w, "dropped", eid, seq, None))
+                self.replies.put(Reply(w, "dropped", eid, seq, None))
                 continue
             self.started[w] = started = time.monotonic()
+            ctx = EpochContext(task.seed, task.epoch, skip=task.skip)
             try:
                 # (the user's code may raise any BaseException: run_task returns it)
-                result = run_task(self.plan, EpochContext(seed, epoch, skip=skip), kind, payload)
+                result = run_task(self.plan, ctx, task.kind, task.payload)
             except BaseException as exc:  # not the user's code: the outputs are lost
-                self.replies.put((w, "error", eid, seq, exc))
+                self.replies.put(Reply(w, "error", eid, seq, exc))
             else:
                 self.busy[w] += time.monotonic() - started
-                self.replies.put((w, "ok", eid, seq, result))
+                self.replies.put(Reply(w, "ok", eid, seq, result))
             finally:
                 self.started[w] = None
-            del message, payload
+            del task
 
-    def send(self, worker: int, message: tuple[Any, ...]) -> None:
+    def send(self, worker: int, message: Task) -> None:
         self.inboxes[worker].put(message)
 
     def cancel(self, epoch_id: int) -> None:

@@ -4,10 +4,11 @@ The same function serves both backends: a thread worker calls :func:`run_task` d
 a process worker runs :func:`process_main`, which adds the socket protocol, shared memory,
 the watch on its parent and the task timeout.
 
-Protocol. A task is ``(_, epoch id, seq, seed, epoch, skip, kind, payload)`` with kind
-``"batch"`` (payload ``(b, units)``) or ``"units"`` (payload: units). Control messages are
+Protocol. A task is a :class:`~.protocol.Task` record (kind ``"batch"``, payload ``(b,
+units)``, or ``"units"``, payload: units). Control messages are
 ``("cancel", epoch id)``, ``("free", chunk ids)`` (shared memory the main process let go of)
-and ``("stop",)``. A reply is ``(kind, epoch id, seq, payload)``:
+and ``("stop",)``. What crosses the socket back is ``(kind, epoch id, seq, payload)``, which
+the pool turns into a :class:`~.protocol.Reply`:
 ``"ok"`` (payload: shared-memory sizes, pickled ``(items, skipped)``), ``"error"`` (a
 described exception), ``"dropped"`` (a cancelled task), ``"timeout"`` (where it hung) or
 ``"broken"`` (why the worker cannot go on, its last words before it exits: the pipe it
@@ -42,6 +43,7 @@ from ..plan import TASK_BATCH, Plan
 from ..stages._kernel import FLAT, MAP, RNG_MAP, apply_ops
 from ..stages.collate import tensor_type
 from . import transport
+from .protocol import Task
 
 #: main-side fds of every live process pool: a forked worker closes its copies at once, so
 #: that a worker never keeps another worker's (or loader's) socket open
@@ -461,10 +463,11 @@ def result_body(
     return transport.dumps((items, sendable, described), arena)
 
 
-def task_reply(the_plan: Plan, message: Any, arena: transport.Arena, meters: list[Any]) -> bytes:
+def task_reply(the_plan: Plan, task: Task, arena: transport.Arena, meters: list[Any]) -> bytes:
     """The pickled reply to a task: ``"ok"`` with its outputs (and the error that ended
     them, if one did), or ``"error"`` for a failure outside the user's code."""
-    _, epoch_id, seq, seed, epoch, skip, kind, payload = message
+    epoch_id, seq, seed, epoch = task.epoch_id, task.seq, task.seed, task.epoch
+    skip, kind, payload = task.skip, task.kind, task.payload
     started = time.perf_counter()
     try:
         with transport.collating_into(arena, tensors_as_arrays=the_plan.collates_last):
@@ -521,15 +524,15 @@ class Inbox:
             while True:
                 data, _ = self.tasks.recv()
                 message = pickle.loads(data)
-                if message[0] == "cancel":
+                if isinstance(message, Task):
+                    self.queue.put(message)
+                elif message[0] == "cancel":
                     self.cancelled = max(self.cancelled, message[1])
                 elif message[0] == "free":
                     self.chunks.returned(message[1])  # chunk ids
                 elif message[0] == "stop":  # (then the socket closes: read on to see it)
                     self.stopped.set()
                     self.queue.put(None)
-                else:
-                    self.queue.put(message)
         except (EOFError, OSError):
             # The main process is gone, or closed our channel (after a stop, once it gave
             # up waiting for us): nothing this worker makes can be delivered any more.
@@ -589,17 +592,17 @@ def process_main(
     inbox = Inbox(tasks, chunks, send)
     watchdog = _Watchdog(timeout, send, the_plan) if timeout is not None else None
     seeded: tuple[int, int, bool] | None = None
-    while (message := inbox.get()) is not None:
-        _, epoch_id, seq, seed, epoch, *_ = message
+    while (task := inbox.get()) is not None:
+        epoch_id, seq = task.epoch_id, task.seq
         if epoch_id <= inbox.cancelled:
             send(("dropped", epoch_id, seq, None))
             continue
-        seeded = prepare_globals(seeded, seed, epoch, worker)
+        seeded = prepare_globals(seeded, task.seed, task.epoch, worker)
         arena = transport.Arena(chunks)
         if watchdog is not None:
             watchdog.current = (time.monotonic(), epoch_id, seq)
         try:
-            data = task_reply(the_plan, message, arena, meters)
+            data = task_reply(the_plan, task, arena, meters)
         finally:
             if watchdog is not None:
                 watchdog.current = None

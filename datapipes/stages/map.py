@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
@@ -20,6 +19,8 @@ from .._graph import (
     fail,
     positional,
 )
+from ..executors.protocol import backend as find_backend
+from ..executors.protocol import backend_names
 from ._kernel import FLAT, MAP, RNG_MAP, ElementOp
 from ._kinds import ElementStage
 
@@ -186,8 +187,9 @@ def parallel_map(
     """
     check_callable("parallel_map", "fn", fn)
     workers = check_int("parallel_map", "workers", workers, minimum=1)
-    if backend not in ("thread", "process"):
-        raise fail("parallel_map", f"backend must be 'thread' or 'process', got {backend!r}")
+    if backend not in backend_names():
+        shown = " or ".join(repr(name) for name in backend_names())
+        raise fail("parallel_map", f"backend must be {shown}, got {backend!r}")
     if not isinstance(rng, bool):
         raise fail("parallel_map", f"rng must be a bool, got {rng!r}", TypeError)
     _check_name("parallel_map", name)
@@ -202,12 +204,9 @@ def pooled_map(
     stage: ParallelMap, items: Iterator[Item], ctx: EpochContext, stage_key: int
 ) -> Iterator[Item]:
     """Run ``stage.fn`` on a pool, at most ``2 × workers`` calls ahead, yielding in order."""
-    if stage.backend == "thread":
-        pool: Any = concurrent.futures.ThreadPoolExecutor(stage.workers, "datapipes-map")
-        fn: Any = stage.fn
-    else:
-        pool = concurrent.futures.ProcessPoolExecutor(stage.workers)
-        fn = _Shipped(cloudpickle.dumps(stage.fn))
+    executor = find_backend(stage.backend)
+    pool = executor.call_pool(stage.workers)
+    fn: Any = _Shipped(cloudpickle.dumps(stage.fn)) if executor.ships_functions else stage.fn
     ahead: collections.deque[tuple[Any, Any]] = collections.deque()
     try:
         for key, x in items:
