@@ -688,3 +688,13 @@ def test_a_collate_fn_using_output_array_equals_the_reference_through_workers(fn
     with pipe.compile(workers=2) as loader:
         list(loader)
         assert loader.stats().shared_bytes >= 40 * 8192 * 4
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_tensors_torch_cannot_pickle_in_the_pipe_reach_spawned_workers(start_method: str) -> None:
+    import torch
+
+    data = [torch.tensor([i, 2**15 + i, 7], dtype=torch.uint16) for i in range(8)]
+    pipe = dp.from_sequence(data) | dp.batch(4) | dp.collate()
+    assert_matches_reference(pipe, workers=2, start_method=start_method)

@@ -27,8 +27,6 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-import cloudpickle
-
 from .._graph import EpochContext
 from ..errors import WorkerError
 from . import transport
@@ -168,7 +166,7 @@ class ProcessPool:
             ctx.set_forkserver_preload(["datapipes", *(["torch"] if "torch" in sys.modules
                                                        else [])])
         self.timeout = timeout
-        payload: Any = the_plan if self.start_method == "fork" else cloudpickle.dumps(the_plan)
+        payload: Any = the_plan if self.start_method == "fork" else transport.dumps_plan(the_plan)
         spawned: list[tuple[transport.Channel, tuple[Any, ...]]] = []
         self.procs: list[Any] = []
         self.tasks: list[transport.Channel] = []

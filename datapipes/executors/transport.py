@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import cloudpickle
 import numpy as np
 
 from ..buffers import allocator
@@ -321,6 +322,21 @@ def portable_tensor(obj: Any) -> Any:
     ):
         return NotImplemented
     return (_tensor_from_bytes, (_tensor_bytes(obj).copy(), tuple(obj.shape), obj.dtype))
+
+
+class _PlanPickler(cloudpickle.CloudPickler):
+    """cloudpickle (functions by value where needed), and tensors of every dtype."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = portable_tensor(obj)
+        return super().reducer_override(obj) if reduced is NotImplemented else reduced
+
+
+def dumps_plan(obj: Any) -> bytes:
+    """Pickle what a spawned worker is sent (the plan, and the data in its pipe)."""
+    buf = io.BytesIO()
+    _PlanPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()
 
 
 def _tensor_from_bytes(raw: np.ndarray, shape: tuple[int, ...], dtype: Any) -> Any:
