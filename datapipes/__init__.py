@@ -13,6 +13,7 @@ from .buffers import output_array as output_array
 from .errors import StageError as StageError
 from .errors import WorkerError as WorkerError
 from .loader import Loader as Loader
+from .stages.augment import augment as augment
 from .stages.batch import batch as batch
 from .stages.batch import unbatch as unbatch
 from .stages.collate import collate as collate
@@ -31,6 +32,8 @@ from .stages.positions import take as take
 from .stages.prefetch import prefetch as prefetch
 from .stages.ragged import bucket_by_length as bucket_by_length
 from .stages.ragged import pack as pack
+from .stages.sampling import by_source_index as by_source_index
+from .stages.sampling import class_weights as class_weights
 from .stages.sampling import sample as sample
 from .stages.sampling import split as split
 from .stages.shard import shard_by_rank as shard_by_rank
@@ -47,8 +50,11 @@ __all__ = [
     "Stage",
     "StageError",
     "WorkerError",
+    "augment",
     "batch",
     "bucket_by_length",
+    "by_source_index",
+    "class_weights",
     "collate",
     "concat",
     "enumerate",

@@ -19,8 +19,9 @@ Item = tuple[Any, Any]  # (element key, value): what flows between stages
 
 
 class EpochContext:
-    """What a running stage may know about its epoch: the seed, the epoch number, and the
-    error policy (``skip``: drop an element whose stage raised, and record it). A stage of
+    """What a running stage may know about its epoch: the seed, the epoch number, the
+    error policy (``skip``: drop an element whose stage raised, and record it) and the mode
+    (``train``: False for evaluation, where ``augment`` passes elements through). A stage of
     your own gets it in ``stream`` and draws its randomness from it.
 
     >>> import datapipes as dp
@@ -28,14 +29,17 @@ class EpochContext:
     >>> rng = ctx.element_rng(stage_key=2, key=7)  # the same for every run and worker
     >>> int(rng.integers(100)) == int(ctx.element_rng(2, 7).integers(100))
     True
+    >>> ctx.train, dp.EpochContext(0, 1, train=False).train
+    (True, False)
     """
 
-    __slots__ = ("epoch", "seed", "skip", "skipped")
+    __slots__ = ("epoch", "seed", "skip", "skipped", "train")
 
-    def __init__(self, seed: int, epoch: int, *, skip: bool = False) -> None:
+    def __init__(self, seed: int, epoch: int, *, skip: bool = False, train: bool = True) -> None:
         self.seed = seed
         self.epoch = epoch
         self.skip = skip
+        self.train = train
         #: the elements dropped under ``skip``, in the order they failed
         self.skipped: list[Skipped] = []
 
@@ -433,12 +437,18 @@ class Pipe(Generic[T]):
         return self.iter()
 
     def iter(
-        self, *, epoch: int = 0, seed: int | None = 0, state: dict[str, Any] | None = None
+        self,
+        *,
+        epoch: int = 0,
+        seed: int | None = 0,
+        state: dict[str, Any] | None = None,
+        train: bool = True,
     ) -> Iterator[T]:
         """Iterate one epoch in this process: the reference every executor reproduces.
 
         With ``state`` (from ``Loader.state_dict()``), yield the rest of the epoch it was
-        taken in; its epoch and seed win over the arguments.
+        taken in; its epoch and seed win over the arguments. ``train=False`` iterates for
+        evaluation: every ``augment`` passes its elements through unchanged.
 
         >>> import datapipes as dp
         >>> p = dp.from_sequence(range(6)) | dp.shuffle()
@@ -448,7 +458,7 @@ class Pipe(Generic[T]):
         from . import running
 
         self._require_runnable("iterate")
-        return running.iterate(self, epoch, seed, state)
+        return running.iterate(self, epoch, seed, state, train=train)
 
     def compile(self, **kwargs: Any) -> Loader:
         """Build a :class:`Loader` that runs this pipe in parallel (see ``docs/loader.md``)."""
@@ -457,12 +467,13 @@ class Pipe(Generic[T]):
         self._require_runnable("compile")
         return running.compile_pipe(self, **kwargs)
 
-    def explain(self) -> str:
-        """Say how this pipe would run: which stages the planner fuses and where each runs."""
+    def explain(self, *, train: bool = True) -> str:
+        """Say how this pipe would run: which stages the planner fuses and where each runs
+        (``train=False``: as ``compile(train=False)`` runs it, for evaluation)."""
         from . import running
 
         self._require_runnable("explain")
-        return running.explain(self)
+        return running.explain(self, train=train)
 
     def to_dot(self) -> str:
         """Draw this pipe as Graphviz DOT text: one box per stage, in order, grouped by

@@ -78,7 +78,7 @@ class Loader:
         self.max_skipped = o.max_skipped
         #: elements dropped under ``on_error="skip"`` in the current epoch
         self.skipped: list[Skipped] = []
-        self._plan: Plan = plan(pipe, skipping=on_error == "skip")
+        self._plan: Plan = plan(pipe, skipping=on_error == "skip", train=o.train)
         if stats:
             self._plan = self._plan.metered()
         self.progress = o.progress
@@ -106,7 +106,7 @@ class Loader:
         self._worker_plan = (
             self._plan
             if worker_pipe is pipe
-            else plan(worker_pipe, skipping=on_error == "skip")
+            else plan(worker_pipe, skipping=on_error == "skip", train=o.train)
         )
         if stats and self._worker_plan is not self._plan:
             self._worker_plan = self._worker_plan.metered()
@@ -230,9 +230,10 @@ class Loader:
         self.close()
 
     def __repr__(self) -> str:
+        mode = "" if self.options.train else ", train=False"
         return (
             f"Loader({self.pipe!r}, workers={self.workers}, backend={self.backend!r}, "
-            f"prefetch={self.prefetch}, seed={self.seed})"
+            f"prefetch={self.prefetch}, seed={self.seed}{mode})"
         )
 
     # -- checkpoints -------------------------------------------------------------------
@@ -322,7 +323,8 @@ class Loader:
 
     def _epoch_triples(self, epoch: int, start: Any) -> Iterator[tuple[Any, Any, Any]]:
         """``(key, value, position after it)`` for one epoch, from ``start``."""
-        ctx = EpochContext(self.seed, epoch, skip=self.on_error == "skip")
+        ctx = EpochContext(self.seed, epoch, skip=self.on_error == "skip",
+                           train=self.options.train)
         self.skipped = ctx.skipped
         segment = self._parallel_segment if self._pool_size else self._inline_segment
         tally = self._tally

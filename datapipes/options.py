@@ -65,6 +65,8 @@ class LoaderOptions:
     even: str | None = "drop"
     stats: bool = False
     progress: bool = False
+    #: False: for evaluation, ``augment`` passes elements through (docs/leakage.md)
+    train: bool = True
 
     @property
     def sharded(self) -> bool:
@@ -81,7 +83,7 @@ class LoaderOptions:
         _choice("backend", o["backend"], _BACKENDS, "'process' or 'thread'")
         o["prefetch"] = _count("prefetch", o["prefetch"], 1)
         o["seed"] = _seeds.check_seed(o["seed"], "compile")
-        for name in ("ordered", "stats", "progress"):
+        for name in ("ordered", "stats", "progress", "train"):
             _flag(name, o[name])
         if o["progress"]:
             _require_tqdm()

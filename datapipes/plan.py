@@ -457,9 +457,11 @@ class Planner:
     once a ``batch`` whose membership follows from the head is in, the ops on whole
     batches."""
 
-    def __init__(self, source: Source, skipping: bool) -> None:
+    def __init__(self, source: Source, skipping: bool, train: bool = True) -> None:
         self.source = source
         self.skipping = skipping
+        #: False plans for evaluation: stages that only train (``augment``) ask for no op
+        self.train = train
         self.placements = [
             Placement(source, WORKERS, "each worker fetches the elements it needs by index")
             if source.keeps_random_access
@@ -513,7 +515,7 @@ class Planner:
             self.placements[0] = Placement(self.source, HEAD, f"fetched here for {stage!r}")
             self.stream_ops.append((stage_key, stage))
         else:
-            self.index_ops.append((stage_key, stage))
+            (self.stream_ops if self.stream_ops else self.index_ops).append((stage_key, stage))
         self.last_index_stage = self.position
         self.placements.append(Placement(stage, HEAD, "reads its inputs' streams here, before "
                                                       "the workers"))
@@ -530,6 +532,12 @@ class Planner:
             self.one_to_one = False
         self.element_ops.append(op)
         self.placements.append(Placement(stage, WORKERS, "per element"))
+        return True
+
+    def add_unchanged(self, stage: Stage, why: str) -> bool:
+        """A stage that, as planned, passes every element through unchanged (``augment``
+        with ``train=False``): placed where it stands, with no op to run."""
+        self.placements.append(Placement(stage, WORKERS, why))
         return True
 
     def add_batch(self, stage: Batch) -> bool:
@@ -563,18 +571,30 @@ class Planner:
                     self.ahead, self.last_index_stage, stream_ops=tuple(self.stream_ops))
 
 
-def plan(pipe: Pipe[Any], *, skipping: bool = False) -> Plan:
+def plan(pipe: Pipe[Any], *, skipping: bool = False, train: bool = True) -> Plan:
     """Split a runnable pipe into head, segment and tail (see the module docstring).
 
     The plan is the same whoever runs it, so positions (checkpoints) mean the same to
     every executor. Each stage places itself (``Stage.plan_into``, :class:`Planner`).
     ``skipping`` plans for ``on_error="skip"``: any element may be dropped, so no element
-    stage counts as 1:1 (counts and positions are known by running).
+    stage counts as 1:1 (counts and positions are known by running). ``train=False``
+    plans for evaluation (``compile(train=False)``): ``augment`` passes elements through.
     """
     keyed = pipe.keyed_stages()
+    # A stage may stand in for the stages before it (``cache``: what they make is read from
+    # disk). Its hook gives them back as they are to be planned, each at its place with its
+    # stage key, so positions and stage keys mean the same as in the pipe.
+    for at in range(len(keyed) - 1, 0, -1):
+        replace_before = getattr(keyed[at][1], "replace_before", None)
+        rewritten = None if replace_before is None else replace_before(
+            keyed[: at + 1], skipping=skipping, train=train
+        )
+        if rewritten is not None:
+            assert len(rewritten) == at + 1
+            keyed = [*rewritten, *keyed[at + 1 :]]
     source = keyed[0][1]
     assert isinstance(source, Source)
-    planner = Planner(source, skipping)
+    planner = Planner(source, skipping, train)
     rest = keyed[1:]
     pos = 0
     while pos < len(rest):

@@ -18,18 +18,20 @@ from .loader import Loader
 from .plan import Placement, plan
 
 
-def iterate(pipe: Pipe[Any], epoch: int, seed: int | None, state: dict[str, Any] | None
-            ) -> Iterator[Any]:
-    """One epoch of ``pipe`` in this process (``Pipe.iter``), from ``state`` if given."""
+def iterate(pipe: Pipe[Any], epoch: int, seed: int | None, state: dict[str, Any] | None,
+            *, train: bool = True) -> Iterator[Any]:
+    """One epoch of ``pipe`` in this process (``Pipe.iter``), from ``state`` if given;
+    ``train=False`` for evaluation (``augment`` passes elements through)."""
     epoch = _seeds.check_epoch(epoch, "iter")
     seed_value = _seeds.resolve_seed(_seeds.check_seed(seed, "iter"))
-    the_plan = plan(pipe)
+    train = _check_train(train, "iter")
+    the_plan = plan(pipe, train=train)
     position = None
     if state is not None:
         seed_value, epoch, position, _ = read_state(state, the_plan)
     elif the_plan.pool is None and the_plan.ahead is None:
-        return run_inline(the_plan, EpochContext(seed_value, epoch))
-    return Loader(pipe, seed=seed_value).one_epoch(epoch, position)
+        return run_inline(the_plan, EpochContext(seed_value, epoch, train=train))
+    return Loader(pipe, seed=seed_value, train=train).one_epoch(epoch, position)
 
 
 def compile_pipe(pipe: Pipe[Any], **options: Any) -> Loader:
@@ -37,8 +39,14 @@ def compile_pipe(pipe: Pipe[Any], **options: Any) -> Loader:
     return Loader(pipe, **options)
 
 
-def explain(pipe: Pipe[Any]) -> str:
-    return plan(pipe).explain()
+def explain(pipe: Pipe[Any], *, train: bool = True) -> str:
+    return plan(pipe, train=_check_train(train, "explain")).explain()
+
+
+def _check_train(train: object, where: str) -> bool:
+    if not isinstance(train, bool):
+        raise TypeError(f"{where}: train must be a bool, got {train!r}")
+    return train
 
 
 def placements(pipe: Pipe[Any]) -> tuple[Placement, ...]:

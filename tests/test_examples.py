@@ -54,7 +54,10 @@ def test_quickstart() -> None:
     assert "new ones each epoch: True" in out, out
     assert "same (seed, epoch) gives identical batches: True" in out, out
     assert "compile(workers=2) equals the reference: True" in out, out
-    assert "map(augment, rng=True)" in out.split("loader.stats()")[-1], out  # a metered stage
+    assert "augment(shift_and_noise)" in out.split("loader.stats()")[-1], out  # a metered stage
+    assert "assert_disjoint(training, held_out): no image in both parts" in out, out
+    assert "validation with train=False is not augmented: True" in out, out
+    assert "compile(workers=2, train=False) equals the reference with train=False: True" in out, out
 
 
 @pytest.mark.timeout(RUN_TIMEOUT + 30)
@@ -94,7 +97,8 @@ def test_my_pipeline_example_passes_under_pytest() -> None:
 
 def test_every_example_is_run() -> None:
     run_here = {
-        "quickstart.py", "streaming_io.py", "checkpoint.py", "shards.py", "test_my_pipeline.py"
+        "quickstart.py", "streaming_io.py", "checkpoint.py", "shards.py", "test_my_pipeline.py",
+        "custom_stages.py",
     }
     elsewhere = {"ddp.py"}  # tests/test_distributed.py
     assert {p.name for p in EXAMPLES.glob("*.py")} == run_here | elsewhere

@@ -46,6 +46,11 @@ STAGES = {
         lambda: dp.from_arrays(y=np.arange(4)),
         lambda: dp.from_arrays(x=np.arange(4), y=torch.arange(4)),
     ],
+    "augment": [
+        lambda: dp.augment(add_noise),
+        lambda: dp.augment(add_noise, name="noise"),
+        lambda: dp.augment(add_noise, name="other"),
+    ],
     "mix": [
         lambda: dp.mix(dp.from_sequence(range(3)), dp.from_sequence(range(5))),
         lambda: dp.mix(dp.from_sequence(range(3)), dp.from_sequence(range(5)), weights=[1, 3]),
@@ -165,7 +170,7 @@ def star_namespace():
 
 
 #: public functions that are not stages (they return no pipe)
-NOT_STAGES = {"output_array"}
+NOT_STAGES = {"by_source_index", "class_weights", "output_array"}
 
 
 def public_stage_names():
@@ -427,6 +432,8 @@ BAD_ARGUMENTS = [
     ("bucket_by_length: batch_sizes", ValueError, lambda: dp.bucket_by_length([2], [1])),
     ("pack: length", ValueError, lambda: dp.pack(0)),
     ("pack: field", TypeError, lambda: dp.pack(4, field="")),
+    ("augment: fn", TypeError, lambda: dp.augment(3)),
+    ("augment: name", TypeError, lambda: dp.augment(f, name="")),
     ("mix: give at least one input", ValueError, lambda: dp.mix()),
     ("mix: weights must not all be 0", ValueError,
      lambda: dp.mix(dp.from_sequence([1]), dp.from_sequence([2]), weights=[0, 0])),

@@ -62,9 +62,9 @@ def run_input(pipe: Pipe[Any], ctx: EpochContext, seed: int) -> Iterator[Any]:
     from ..executors.inline import run_inline
     from ..plan import plan
 
-    inner = EpochContext(seed, ctx.epoch, skip=ctx.skip)
+    inner = EpochContext(seed, ctx.epoch, skip=ctx.skip, train=ctx.train)
     inner.skipped = ctx.skipped
-    return run_inline(plan(pipe, skipping=ctx.skip), inner)
+    return run_inline(plan(pipe, skipping=ctx.skip, train=ctx.train), inner)
 
 
 def _noted(values: Iterator[Any], note: str) -> Iterator[Any]:

@@ -18,6 +18,7 @@ from .assertions import assert_equal_elements as assert_equal_elements
 from .assertions import assert_equal_outputs as assert_equal_outputs
 from .assertions import has_randomness as has_randomness
 from .assertions import reference as reference
+from .matching import assert_disjoint as assert_disjoint
 from .matching import assert_matches_reference as assert_matches_reference
 from .matching import assert_partitioned as assert_partitioned
 from .matching import assert_resumable as assert_resumable
@@ -28,6 +29,7 @@ from .strategies import pipes as pipes
 __all__ = [
     "StageBuilder",
     "assert_deterministic",
+    "assert_disjoint",
     "assert_equal_elements",
     "assert_equal_outputs",
     "assert_matches_reference",

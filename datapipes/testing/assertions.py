@@ -53,12 +53,14 @@ def _is_tensor(value: object) -> bool:
 
 
 def reference(
-    pipe: Pipe[Any], epoch: int = 0, seed: int = 0, *, on_error: str = "raise"
+    pipe: Pipe[Any], epoch: int = 0, seed: int = 0, *, on_error: str = "raise",
+    train: bool = True,
 ) -> list[Any]:
     """The elements of one epoch by the definition every executor must match: each stage's
     ``stream`` over the one before, in this process, with no planning or fusion (so it also
     checks ``pipe.iter``, which runs the planned path). ``on_error="skip"`` drops the
-    elements whose stage raised, as ``compile(on_error="skip")`` does.
+    elements whose stage raised, as ``compile(on_error="skip")`` does; ``train=False`` runs
+    it for evaluation, as ``compile(train=False)`` does (``augment`` passes elements through).
 
     >>> import datapipes as dp
     >>> reference(dp.from_sequence(range(5)) | dp.batch(2))
@@ -66,8 +68,10 @@ def reference(
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"reference: on_error must be 'raise' or 'skip', got {on_error!r}")
+    if not isinstance(train, bool):
+        raise TypeError(f"reference: train must be a bool, got {train!r}")
     ctx = EpochContext(check_seed(seed, "reference") or 0, check_epoch(epoch, "reference"),
-                       skip=on_error == "skip")
+                       skip=on_error == "skip", train=train)
     return list(stage_by_stage(pipe, ctx))
 
 

@@ -1,17 +1,24 @@
 """Assertions about compiled loaders: they yield exactly what the pipe does in this process
-(``assert_matches_reference``), also after resuming from a checkpoint (``assert_resumable``)."""
+(``assert_matches_reference``), also after resuming from a checkpoint (``assert_resumable``);
+and about what pipes hold: ranks' shares partition the data (``assert_partitioned``), two
+parts share no element (``assert_disjoint``)."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._graph import Pipe
-from .assertions import _canonical, assert_equal_outputs, reference
+from .assertions import _canonical, _show, assert_equal_outputs, reference
 
-__all__ = ["assert_matches_reference", "assert_partitioned", "assert_resumable"]
+__all__ = [
+    "assert_disjoint",
+    "assert_matches_reference",
+    "assert_partitioned",
+    "assert_resumable",
+]
 
 
 def assert_matches_reference(pipe: Pipe[Any], *, epochs: int = 2, **compile_kwargs: Any) -> None:
@@ -30,12 +37,14 @@ def assert_matches_reference(pipe: Pipe[Any], *, epochs: int = 2, **compile_kwar
         raise ValueError(f"assert_matches_reference: epochs must be an int >= 1, got {epochs!r}")
     ordered = compile_kwargs.get("ordered", True)
     loader = pipe.compile(**compile_kwargs)
+    train = loader.options.train
     try:
         for epoch in range(epochs):
             got = list(loader)
-            expected = reference(loader.pipe, epoch, loader.seed, on_error=loader.on_error)
+            expected = reference(loader.pipe, epoch, loader.seed, on_error=loader.on_error,
+                                 train=train)
             if loader.on_error == "raise":  # the planned path in this process, too
-                planned = list(loader.pipe.iter(epoch=epoch, seed=loader.seed))
+                planned = list(loader.pipe.iter(epoch=epoch, seed=loader.seed, train=train))
                 assert_equal_outputs(expected, planned, f"epoch {epoch} with pipe.iter()")
             what = f"epoch {epoch} with {loader!r}"
             if ordered:
@@ -121,7 +130,8 @@ def assert_resumable(
         rest_of_epoch = [x for x, e in zip(expected, epoch_of[k + 1 :], strict=True)
                          if e == state["epoch"]]
         if state["epoch"] < epochs and plain:  # pipe.iter has no on_error policy
-            assert_equal_outputs(rest_of_epoch, list(compiled.iter(state=state)),
+            rest = compiled.iter(state=state, train=compile_kwargs.get("train", True))
+            assert_equal_outputs(rest_of_epoch, list(rest),
                                  f"pipe.iter(state=...) after output {k}")
 
 
@@ -149,7 +159,8 @@ def assert_partitioned(pipe: Pipe[Any], world_size: int, *, epochs: int = 2,
                 seed = loader.seed
             finally:
                 loader.close()
-        whole = Counter(map(_canonical, pipe.iter(epoch=epoch, seed=seed)))
+        unsharded = pipe.iter(epoch=epoch, seed=seed, train=compile_kwargs.get("train", True))
+        whole = Counter(map(_canonical, unsharded))
         union: Counter[Any] = Counter()
         for share in shares:
             union += Counter(map(_canonical, share))
@@ -164,3 +175,59 @@ def assert_partitioned(pipe: Pipe[Any], world_size: int, *, epochs: int = 2,
         sizes = [len(share) for share in shares]
         if len(set(sizes)) > 1:
             raise AssertionError(f"epoch {epoch}: the ranks got different counts: {sizes}")
+
+
+def assert_disjoint(
+    a: Pipe[Any],
+    b: Pipe[Any],
+    *,
+    key: Callable[[Any], Any] | None = None,
+    epoch: int = 0,
+    seed: int = 0,
+) -> None:
+    """Assert that the runnable pipes ``a`` and ``b`` share no element in epoch ``epoch``:
+    compared by ``key(x)`` when given, else by value and type (arrays and tensors by dtype,
+    shape and contents, as :func:`assert_equal_elements` does). Both run stage by stage
+    as for evaluation (``train=False``), so that an ``augment`` cannot hide a shared example.
+    The message names a shared element and where it occurs in each pipe.
+
+    >>> import datapipes as dp
+    >>> data = dp.from_sequence(range(10))
+    >>> assert_disjoint(data | dp.split([0.8, 0.2], 0), data | dp.split([0.8, 0.2], 1))
+    >>> assert_disjoint(data | dp.take(6), data | dp.skip(4))
+    Traceback (most recent call last):
+        ...
+    AssertionError: the pipes share 2 elements (epoch 0, seed 0); the first in b: 4, at position 4
+    of a (...) and position 0 of b (...)
+    """
+    if key is not None and not callable(key):
+        raise TypeError(f"assert_disjoint: key must be callable or None, got {key!r}")
+    for name, pipe in (("a", a), ("b", b)):
+        if not isinstance(pipe, Pipe) or not pipe.is_runnable:
+            raise TypeError(f"assert_disjoint: {name} must be a runnable pipe, got {pipe!r}")
+
+    def ident(x: Any) -> Any:
+        return _canonical(x if key is None else key(x))
+
+    in_a: dict[Any, tuple[int, Any]] = {}  # identity -> (first position in a, element)
+    for i, x in enumerate(reference(a, epoch, seed, train=False)):
+        in_a.setdefault(ident(x), (i, x))
+    shared: list[tuple[int, Any, int, Any]] = []  # (position in a, element, in b, element)
+    for j, y in enumerate(reference(b, epoch, seed, train=False)):
+        found = in_a.pop(ident(y), None)  # each shared element counted once
+        if found is not None:
+            shared.append((*found, j, y))
+    if shared:
+        raise AssertionError(_disjoint_message(a, b, key, shared, epoch, seed))
+
+
+def _disjoint_message(a: Pipe[Any], b: Pipe[Any], key: Callable[[Any], Any] | None,
+                      shared: list[tuple[int, Any, int, Any]], epoch: int, seed: int) -> str:
+    i, x, j, y = shared[0]
+    count = "an element" if len(shared) == 1 else f"{len(shared)} elements"
+    if key is None:
+        return (f"the pipes share {count} (epoch {epoch}, seed {seed}); the first in b: "
+                f"{_show(y)}, at position {i} of a ({a!r}) and position {j} of b ({b!r})")
+    return (f"the pipes share {count} by key (epoch {epoch}, seed {seed}); the first in b: "
+            f"key {_show(key(y))}, at position {i} of a ({a!r}): {_show(x)}, and position "
+            f"{j} of b ({b!r}): {_show(y)}")

@@ -69,6 +69,10 @@ def _map_rng(draw: Draw) -> Pipe[Any]:
     return dp.map(fn, rng=True, name=draw(st.none() | _NAMES))
 
 
+def _augment(draw: Draw) -> Pipe[Any]:
+    return dp.augment(fns.add_noise, name=draw(st.none() | _NAMES))
+
+
 def _parallel_map(draw: Draw) -> Pipe[Any]:
     workers = draw(st.integers(1, 3))
     if draw(st.booleans()):
@@ -170,6 +174,7 @@ STAGES: tuple[StageBuilder, ...] = (
     StageBuilder("skip", _skip),
     StageBuilder("flat_map", _flat_map),
     StageBuilder("map_rng", _map_rng, keeps_random_access=True),
+    StageBuilder("augment", _augment, keeps_random_access=True),
     StageBuilder("shuffle", _shuffle, needs_random_access=True, keeps_random_access=True),
     StageBuilder("shuffle_buffer", _shuffle_buffer, keeps_random_access=True),
     StageBuilder("sample", _sample, needs_random_access=True, keeps_random_access=True),

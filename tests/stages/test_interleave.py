@@ -112,3 +112,14 @@ def test_every_executor_and_a_resumed_run_match_the_reference(
 ) -> None:
     assert_matches_reference(pipe, workers=workers, backend=backend)
     assert_resumable(pipe, workers=workers, backend=backend)
+
+
+def test_two_interleaves_after_a_random_access_source_plan() -> None:
+    # once: the second went to the index head, which cannot run it (AttributeError)
+    from datapipes.testing import assert_matches_reference, reference
+    from datapipes.testing.functions import records_of
+
+    pipe = (dp.from_sequence([1, 2]) | dp.interleave(records_of, cycle_length=1)
+            | dp.interleave(records_of, cycle_length=1))
+    assert list(pipe) == reference(pipe)
+    assert_matches_reference(pipe, workers=2, backend="thread")
