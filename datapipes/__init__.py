@@ -10,6 +10,8 @@ from ._graph import EpochContext as EpochContext
 from ._graph import Pipe as Pipe
 from ._graph import Stage as Stage
 from .buffers import output_array as output_array
+from .decode import decode as decode
+from .decode import decode_field as decode_field
 from .errors import StageError as StageError
 from .errors import WorkerError as WorkerError
 from .loader import Loader as Loader
@@ -17,6 +19,8 @@ from .stages.augment import augment as augment
 from .stages.batch import batch as batch
 from .stages.batch import unbatch as unbatch
 from .stages.collate import collate as collate
+from .stages.files import from_files as from_files
+from .stages.files import from_npy as from_npy
 from .stages.filter import filter as filter
 from .stages.interleave import interleave as interleave
 from .stages.map import MapStage as MapStage
@@ -32,6 +36,11 @@ from .stages.positions import take as take
 from .stages.prefetch import prefetch as prefetch
 from .stages.ragged import bucket_by_length as bucket_by_length
 from .stages.ragged import pack as pack
+from .stages.records import from_jsonl as from_jsonl
+from .stages.records import from_parquet as from_parquet
+from .stages.records import from_tar as from_tar
+from .stages.records import jsonl_records as jsonl_records
+from .stages.records import tar_samples as tar_samples
 from .stages.sampling import by_source_index as by_source_index
 from .stages.sampling import class_weights as class_weights
 from .stages.sampling import sample as sample
@@ -57,13 +66,21 @@ __all__ = [
     "class_weights",
     "collate",
     "concat",
+    "decode",
+    "decode_field",
     "enumerate",
     "filter",
     "flat_map",
     "from_arrays",
+    "from_files",
     "from_iterable",
+    "from_jsonl",
+    "from_npy",
+    "from_parquet",
     "from_sequence",
+    "from_tar",
     "interleave",
+    "jsonl_records",
     "map",
     "mix",
     "output_array",
@@ -76,6 +93,7 @@ __all__ = [
     "skip",
     "split",
     "take",
+    "tar_samples",
     "unbatch",
     "zip",
 ]

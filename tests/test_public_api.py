@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import datapipes as dp
+from datapipes.testing import assert_equal_outputs
 from datapipes.testing.functions import (
     Replay,
     add_noise,
@@ -30,6 +31,38 @@ from datapipes.testing.functions import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _files() -> Path:
+    """Small files for the file sources, made once for this module."""
+    import atexit
+    import io
+    import json
+    import shutil
+    import tarfile
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    where = Path(tempfile.mkdtemp(prefix="datapipes-api-"))
+    atexit.register(shutil.rmtree, where, True)
+    for n in (1, 2):
+        np.save(where / f"a{n}.npy", np.arange(6 * n).reshape(-1, 2))
+        (where / f"r{n}.jsonl").write_text("".join(json.dumps({"i": i}) + "\n"
+                                                   for i in range(3 * n)))
+        with tarfile.open(where / f"s{n}.tar", "w") as tar:
+            for i in range(2 * n):
+                data = str(i).encode()
+                info = tarfile.TarInfo(f"sample{i}.cls")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        pq.write_table(pa.table({"x": list(range(4 * n)), "y": list(range(4 * n))}),
+                       where / f"t{n}.parquet")
+    return where
+
+
+FILES = _files()
 
 # Every public stage and source, each with variants that differ in one parameter. The first
 # variant uses the defaults. Builders are called afresh each time, so equality is by value.
@@ -64,6 +97,28 @@ STAGES = {
     "zip": [
         lambda: dp.zip(dp.from_sequence(range(3)), dp.from_sequence(range(5))),
         lambda: dp.zip(dp.from_sequence(range(3))),
+    ],
+    "from_files": [
+        lambda: dp.from_files(str(FILES / "*.npy")),
+        lambda: dp.from_files(str(FILES / "*.tar")),
+        lambda: dp.from_files([str(FILES / "a1.npy")]),
+    ],
+    "from_npy": [
+        lambda: dp.from_npy(str(FILES / "a1.npy")),
+        lambda: dp.from_npy(str(FILES / "a2.npy")),
+    ],
+    "from_jsonl": [
+        lambda: dp.from_jsonl(str(FILES / "*.jsonl")),
+        lambda: dp.from_jsonl(str(FILES / "r1.jsonl")),
+    ],
+    "from_tar": [
+        lambda: dp.from_tar(str(FILES / "*.tar")),
+        lambda: dp.from_tar(str(FILES / "s2.tar")),
+    ],
+    "from_parquet": [
+        lambda: dp.from_parquet(str(FILES / "*.parquet")),
+        lambda: dp.from_parquet(str(FILES / "*.parquet"), columns=["x"]),
+        lambda: dp.from_parquet(str(FILES / "t1.parquet")),
     ],
     "from_iterable": [
         lambda: dp.from_iterable([1, 2, 3]),
@@ -170,7 +225,8 @@ def star_namespace():
 
 
 #: public functions that are not stages (they return no pipe)
-NOT_STAGES = {"by_source_index", "class_weights", "output_array"}
+NOT_STAGES = {"by_source_index", "class_weights", "decode", "decode_field", "jsonl_records",
+              "output_array", "tar_samples"}
 
 
 def public_stage_names():
@@ -203,7 +259,7 @@ def test_runnable_pipe_pickles_and_runs_the_same(name, i):
     copy = pickle.loads(pickle.dumps(pipe))
     assert copy == pipe
     if name not in ("unbatch", "collate", "pack"):  # these need batches
-        assert list(copy) == list(pipe)
+        assert_equal_outputs(list(copy), list(pipe))
 
 
 @pytest.mark.parametrize(("name", "i"), VARIANTS)
@@ -432,6 +488,11 @@ BAD_ARGUMENTS = [
     ("bucket_by_length: batch_sizes", ValueError, lambda: dp.bucket_by_length([2], [1])),
     ("pack: length", ValueError, lambda: dp.pack(0)),
     ("pack: field", TypeError, lambda: dp.pack(4, field="")),
+    ("from_files: ", FileNotFoundError, lambda: dp.from_files("/no/such/dir/*.x")),
+    ("from_npy: ", FileNotFoundError, lambda: dp.from_npy("/no/such/file.npy")),
+    ("from_jsonl: ", FileNotFoundError, lambda: dp.from_jsonl("/no/such/file.jsonl")),
+    ("from_tar: ", FileNotFoundError, lambda: dp.from_tar("/no/such/file.tar")),
+    ("from_parquet: ", FileNotFoundError, lambda: dp.from_parquet("/no/such/file.parquet")),
     ("augment: fn", TypeError, lambda: dp.augment(3)),
     ("augment: name", TypeError, lambda: dp.augment(f, name="")),
     ("mix: give at least one input", ValueError, lambda: dp.mix()),
