@@ -33,7 +33,7 @@ class EpochContext:
     (True, False)
     """
 
-    __slots__ = ("epoch", "seed", "skip", "skipped", "train")
+    __slots__ = ("epoch", "key", "progress", "seed", "skip", "skipped", "stage", "train")
 
     def __init__(self, seed: int, epoch: int, *, skip: bool = False, train: bool = True) -> None:
         self.seed = seed
@@ -42,12 +42,18 @@ class EpochContext:
         self.train = train
         #: the elements dropped under ``skip``, in the order they failed
         self.skipped: list[Skipped] = []
+        #: where a running task is, for a timeout's report: the stage and the element key it
+        #: is on; in a fused run, ``progress`` is ``(units, values made so far)`` instead
+        self.stage: Stage | None = None
+        self.key: Any = None
+        self.progress: tuple[list[Any], list[Any]] | None = None
 
-    def failed(self, exc: Exception, stage: Stage, key: object) -> None:
+    def failed(self, exc: BaseException, stage: Stage, key: object) -> None:
         """Handle a user error on one element: note where it happened, then re-raise it, or
-        under ``skip`` record it so the caller drops the element."""
+        under ``skip`` record it so the caller drops the element. What is not an
+        ``Exception`` (``KeyboardInterrupt``, ``sys.exit()``) is never skipped."""
         add_note(exc, stage, key)
-        if not self.skip:
+        if not self.skip or not isinstance(exc, Exception):
             raise exc
         self.skipped.append(Skipped(repr(stage), key, type(exc).__qualname__, str(exc), exc))
 

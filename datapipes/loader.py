@@ -28,6 +28,7 @@ from .executors.cursor import epoch_from, make_state, read_state, resumable
 from .executors.parallel import ParallelEpoch
 from .executors.protocol import Pool, PoolSpec
 from .executors.protocol import backend as executor_backend
+from .executors.segment import segment_stream
 from .executors.shared_list import share_objects, snapshot
 from .executors.sizing import ChunkSizer
 from .options import LoaderOptions
@@ -355,7 +356,7 @@ class Loader:
         self, ctx: EpochContext, start: tuple[int, int]
     ) -> Iterator[tuple[Any, Any, tuple[int, int]]]:
         """The segment in this process; on a thread, ahead, when the pipe has a prefetch."""
-        segment = self._plan.segment_stream(ctx, start)
+        segment = segment_stream(self._plan, ctx, start)
         return segment if self._plan.ahead is None else background(segment, self._plan.ahead)
 
     def one_epoch(self, epoch: int, start: Any = None) -> Iterator[Any]:

@@ -15,18 +15,16 @@ A plan has three parts:
 
 from __future__ import annotations
 
-import builtins
 import functools
-import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
 import numpy as np
 
-from ._graph import EpochContext, Item, Pipe, Stage, add_note
-from .stages._kernel import MAP, POSITION, ElementOp, apply_ops, plain_maps
-from .stages.batch import Batch, batch_count, batch_iter
+from ._graph import Pipe, Stage
+from .stages._kernel import MAP, POSITION, ElementOp, plain_maps
+from .stages.batch import Batch, batch_count
 from .stages.sources import Source
 from .stats import Meter, metered_ops
 
@@ -88,9 +86,9 @@ class Plan:
     stream_ops: tuple[tuple[int, Stage], ...] = ()
     #: the maps of a random-access plan fused into one C-level loop, when they are all
     #: plain maps (the common, fast case); else None
-    _fused: tuple[tuple[Stage, Any], ...] | None = attrs.field(init=False)
+    fused: tuple[tuple[Stage, Any], ...] | None = attrs.field(init=False)
 
-    @_fused.default
+    @fused.default
     def _fuse(self) -> tuple[tuple[Stage, Any], ...] | None:
         if not self.random_access or self.has_positions or self.fetch_meter is not None:
             return None
@@ -129,214 +127,6 @@ class Plan:
             n = batch_count(n, self.batch.size, self.batch.drop_last)
         return n
 
-    # -- head ------------------------------------------------------------------
-    def index_table(self, ctx: EpochContext) -> IndexTable:
-        """The head of a random-access plan: index arithmetic only, no element is read."""
-        rows: Any = range(self.source.size())
-        columns: list[np.ndarray] = []
-        for stage_key, stage in self.index_ops:
-            rows, columns = stage.index_step(rows, columns, ctx, stage_key)  # type: ignore[attr-defined]
-        return IndexTable(rows, tuple(columns))
-
-    def stream_units(self, ctx: EpochContext) -> Iterator[tuple[Any, Any, tuple[int, ...]]]:
-        """The head of a stream plan: ``(key, element, positions)`` in epoch order."""
-        items: Iterator[Item]
-        if self.source.keeps_random_access:  # indices first, then the stream (interleave)
-            items, ops = self._fetched(ctx), self.stream_ops
-        else:
-            elements = self.source.stream(iter(()), ctx, 0)  # notes a failing read with its key
-            items, ops = ((k, (x, ())) for k, x in elements), self.index_ops
-        for stage_key, stage in ops:
-            items = stage.head_stream(items, ctx, stage_key)
-        return ((k, x, pos) for k, (x, pos) in items)
-
-    def _fetched(self, ctx: EpochContext) -> Iterator[Item]:
-        """The elements the index head selects, fetched here, as a stream."""
-        table = self.index_table(ctx)
-        indices = (i for s in range(0, len(table), _CHUNK) for i in table.units(s, s + _CHUNK))
-        return ((k, (x, ())) for k, x in self.source.read(indices, ctx))
-
-    # -- segment ---------------------------------------------------------------
-    def run_units(self, units: Sequence[Any] | Iterator[Any], ctx: EpochContext) -> Iterator[Item]:
-        """Turn head units into ``(key, element)`` items, lazily: the segment's element part."""
-        return ((key, x) for _, key, x in self.numbered_outputs(units, ctx))
-
-    def numbered_outputs(
-        self, units: Sequence[Any] | Iterator[Any], ctx: EpochContext
-    ) -> Iterator[tuple[int, Any, Any]]:
-        """``(u, key, element)`` for each output, ``u`` the index of its unit in ``units``."""
-        ops = self.element_ops
-        if not self.random_access:
-            for u, (key, x, pos) in enumerate(units):
-                for key_out, y in apply_ops(ops, 0, key, x, pos, ctx):
-                    yield u, key_out, y
-            return
-        if self._fused is not None:
-            rest = list(units)
-            base = 0  # index in units of rest[0]
-            while rest:
-                done = 0
-                try:
-                    for x in self._chain(rest):
-                        yield base + done, rest[done], x
-                        done += 1
-                    return
-                except Exception as exc:
-                    ctx.failed(exc, _raising_stage(exc, self.source, self._fused), rest[done])
-                    rest = rest[done + 1 :]  # skipped: go on after it
-                    base += done + 1
-            return
-        fetch = self.source.fetcher() if self.fetch_meter is None else self.fetch_meter
-        maps = plain_maps(ops) if not self.has_positions else None
-        for u, unit in enumerate(units):
-            index, pos = (unit[0], unit[1:]) if self.has_positions else (unit, ())
-            stage: Stage = self.source
-            try:
-                x = fetch(index)
-                if maps is not None:
-                    for stage, fn in maps:  # noqa: B007 (the stage names the error)
-                        x = fn(x)
-            except Exception as exc:
-                ctx.failed(exc, stage, index)
-                continue
-            if maps is not None:
-                yield u, index, x
-            else:
-                for key_out, y in apply_ops(ops, 0, index, x, pos, ctx):
-                    yield u, key_out, y
-
-    def _chain(self, units: list[Any]) -> Iterator[Any]:
-        assert self._fused is not None
-        chain: Any = self.source.fetch_many(units)
-        for _, fn in self._fused:
-            chain = builtins.map(fn, chain)
-        return chain  # type: ignore[no-any-return]
-
-    def fused_values(self, units: list[int]) -> list[Any]:
-        """``[fn_k(...fn_1(seq[i])) for i in units]``, with no Python frame of ours per element.
-
-        When a user function raises, its element is the first one not yet produced, and its
-        stage is the one whose code is next on the traceback (fusion is only used when each
-        stage's code can be told apart).
-        """
-        out, error = self._fused_partial(units)
-        if error is not None:
-            raise error
-        return out
-
-    def _fused_partial(self, units: list[int]) -> tuple[list[Any], Exception | None]:
-        """``fused_values``, stopping at the first error: the values before it, and it."""
-        assert self._fused is not None
-        out: list[Any] = []
-        try:
-            out.extend(self._chain(units))
-        except Exception as exc:
-            add_note(exc, _raising_stage(exc, self.source, self._fused), units[len(out)])
-            return out, exc
-        return out, None
-
-    def values(self, units: list[Any], ctx: EpochContext) -> list[Any]:
-        """The elements for ``units`` when every element op is 1:1 (a batch's members)."""
-        if self._fused is not None:
-            return self.fused_values(units)
-        return [x for _, x in self.run_units(units, ctx)]
-
-    def run_batch(self, b: int, units: Sequence[Any], ctx: EpochContext) -> Iterator[Item]:
-        """One whole batch in the segment: its elements, then the ops on the batch."""
-        return apply_ops(self.batch_ops, 0, b, self.values(list(units), ctx), (), ctx)
-
-    # -- positions: what a checkpoint records ------------------------------------------
-    # A *unit* is what the head hands the segment: an element (by index, or from the
-    # stream) or, when the segment batches, a whole batch. Units are numbered in epoch
-    # order; the segment turns unit ``p`` into its outputs ``0, 1, ...``. The position
-    # ``(p, j)`` means "next comes output ``j`` of unit ``p``": resuming there costs index
-    # arithmetic for a random-access head (a stream head is replayed, without the segment).
-
-    def unit_chunks(
-        self, ctx: EpochContext, start: int, chunk: Callable[[], int]
-    ) -> Iterator[tuple[int, str, Any]]:
-        """Tasks from unit ``start`` on: ``(first unit, kind, payload)``; a batch is one unit,
-        else a task holds ``chunk()`` units, asked anew for each task."""
-        if self.batch is not None:
-            if self.random_access:
-                table = self.index_table(ctx)
-                for b, first, stop in self.batch.bounds(len(table), start):
-                    yield b, TASK_BATCH, (b, table.units(first, stop))
-            else:
-                size, drop_last = self.batch.size, self.batch.drop_last
-                batches = batch_iter(self.stream_units(ctx), size, drop_last=drop_last)
-                for b, units in itertools.islice(enumerate(batches), start, None):
-                    yield b, TASK_BATCH, (b, units)
-        elif self.random_access:
-            table = self.index_table(ctx)
-            first = start
-            while first < len(table):
-                step = chunk()
-                yield first, TASK_UNITS, table.units(first, first + step)
-                first += step
-        else:
-            units_iter = itertools.islice(self.stream_units(ctx), start, None)
-            first = start
-            while units := list(itertools.islice(units_iter, chunk())):
-                yield first, TASK_UNITS, units
-                first += len(units)
-
-    def task_outputs(
-        self, kind: str, payload: Any, ctx: EpochContext
-    ) -> tuple[list[list[Item]], Exception | None]:
-        """A task's outputs, one list per unit (what a worker computes and sends back); when
-        a unit raises, the outputs of the units before it, and the error."""
-        per_unit: list[list[Item]] = []
-        try:
-            if kind == TASK_BATCH:
-                b, units = payload
-                per_unit.append(list(self.run_batch(b, units, ctx)))
-            elif self._fused is not None and not ctx.skip:
-                values, error = self._fused_partial(payload)
-                per_unit.extend([item] for item in zip(payload, values, strict=False))
-                if error is not None:
-                    return per_unit, error
-            else:
-                for u, key, x in self.numbered_outputs(payload, ctx):
-                    while len(per_unit) <= u:
-                        per_unit.append([])
-                    per_unit[u].append((key, x))
-        except Exception as exc:
-            return per_unit, exc
-        per_unit.extend([] for _ in range(len(payload) - len(per_unit)))
-        return per_unit, None
-
-    def segment_stream(
-        self, ctx: EpochContext, start: tuple[int, int] = (0, 0)
-    ) -> Iterator[tuple[Any, Any, tuple[int, int]]]:
-        """Head then segment in this process, lazily, from position ``start``: each output
-        with the position that follows it."""
-        p0, j0 = start
-        for first, kind, payload in self.unit_chunks(ctx, p0, lambda: _CHUNK):
-            if kind == TASK_UNITS and self._fused is not None and not ctx.skip:
-                for i, (key, x) in enumerate(self.run_units(payload, ctx)):  # one output each
-                    yield key, x, (first + i + 1, 0)
-                continue
-            if kind == TASK_BATCH:
-                b, units = payload
-                outputs = list(self.run_batch(b, units, ctx))
-                yield from with_positions(first, outputs, j0 if first == p0 else 0)
-                continue
-            numbered = ((first + u, key, x) for u, key, x in self.numbered_outputs(payload, ctx))
-            yield from _positioned(numbered, p0, j0)
-
-    def run_tail(self, items: Iterator[Item], ctx: EpochContext) -> Iterator[Item]:
-        for stage_key, stage in self.tail:
-            items = stage.stream(items, ctx, stage_key)
-        return items
-
-    def stage_running(self, code: Any) -> str:
-        """The repr of the fused stage whose function has ``code`` (or the source's)."""
-        for stage, fn in [(self.source, self.source.fetcher()), *(self._fused or ())]:
-            if _code_of(fn) is code:
-                return repr(stage)
-        return repr(self.source)
-
     # -- metering ----------------------------------------------------------------
     def metered(self) -> Plan:
         """This plan with every segment function in a :class:`~datapipes.stats.Meter`
@@ -366,65 +156,7 @@ class Plan:
         return "\n".join(lines)
 
 
-_CHUNK = 1024  # head units turned into Python values at a time
-TASK_BATCH, TASK_UNITS = "batch", "units"
-
-
-def with_positions(
-    p: int, outputs: list[Item], skip: int
-) -> Iterator[tuple[Any, Any, tuple[int, int]]]:
-    """The outputs of unit ``p`` from ``skip`` on, each with the position that follows it."""
-    last = len(outputs) - 1
-    for j in range(skip, len(outputs)):
-        key, x = outputs[j]
-        yield key, x, ((p, j + 1) if j < last else (p + 1, 0))
-
-
-def _positioned(
-    numbered: Iterator[tuple[int, Any, Any]], p0: int, j0: int
-) -> Iterator[tuple[Any, Any, tuple[int, int]]]:
-    """``(key, element, position after it)`` from ``(unit, key, element)`` in order, dropping
-    the first ``j0`` outputs of unit ``p0``. An output is held until the next one shows
-    whether it was its unit's last."""
-    held: tuple[int, int, Any, Any] | None = None  # (unit, j, key, element)
-    last, j = -1, 0
-    try:
-        for p, key, x in numbered:
-            j = j + 1 if p == last else 0
-            last = p
-            if held is not None:
-                hp, hj, hk, hx = held
-                yield hk, hx, ((hp, hj + 1) if hp == p else (hp + 1, 0))
-                held = None
-            if p == p0 and j < j0:
-                continue
-            held = (p, j, key, x)
-    except Exception:
-        if held is not None:  # what came before an error comes out first
-            hp, hj, hk, hx = held
-            yield hk, hx, (hp, hj + 1)
-        raise
-    if held is not None:
-        hp, hj, hk, hx = held
-        yield hk, hx, (hp + 1, 0)
-
-
-def _raising_stage(exc: BaseException, source: Any, maps: Sequence[tuple[Stage, Any]]) -> Any:
-    """The stage whose function raised ``exc`` inside a fused C-level loop: the one whose
-    code is the next frame on the traceback, or the source when no Python frame follows
-    (its indexing is C code, see ``_fusable``)."""
-    tb = exc.__traceback__
-    frame = tb.tb_next if tb is not None else None
-    if frame is None:
-        return source
-    code = frame.tb_frame.f_code
-    for stage, fn in [(source, source.fetcher()), *maps]:
-        if _code_of(fn) is code:
-            return stage
-    return source
-
-
-def _code_of(fn: Any) -> Any:
+def code_of(fn: Any) -> Any:
     """The code object that runs first when ``fn`` is called, or None for C code."""
     while isinstance(fn, functools.partial):
         fn = fn.func
@@ -440,7 +172,7 @@ def _fusable(source: Source, maps: Sequence[tuple[Stage, Any]]) -> bool:
     code of its own, and stages that share code (the same function twice) read the same."""
     stages_by_code: dict[int, set[str]] = {}
     for stage, fn in [(source, source.fetcher()), *maps]:
-        code = _code_of(fn)
+        code = code_of(fn)
         if code is None:
             if stage is source:
                 continue  # C indexing: an error with no Python frame after ours is the source's

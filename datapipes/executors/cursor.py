@@ -1,7 +1,7 @@
 """Where an epoch stands, as plain data: what a checkpoint records and resumes from.
 
 Every output of an epoch comes with a *token*: the position right after it. The segment's
-token is ``[p, j]`` (next: output ``j`` of unit ``p``, see ``Plan.segment_stream``). Each
+token is ``[p, j]`` (next: output ``j`` of unit ``p``, see ``segment.segment_stream``). Each
 stage of the tail wraps the token of its input with a little state of its own, so the token
 of a final output says where every stage stands: ``[upstream token, local state]``. Tokens
 travel with the items, so a stage that reads ahead (``prefetch``, ``parallel_map``) still
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _seeds
 from .._graph import EpochContext, Stage
+from .segment import tail_stream
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -77,7 +78,7 @@ def epoch_from(
     if not all(resumable(stage) for _, stage in tail):
         # Replay: the whole epoch again, numbered, its first outputs dropped.
         skip = 0 if start is None else int(start[1])
-        items = plan.run_tail(((k, x) for k, x, _ in segment(ctx, (0, 0))), ctx)
+        items = tail_stream(plan, ((k, x) for k, x, _ in segment(ctx, (0, 0))), ctx)
         numbered = ((k, x, ["replay", n + 1]) for n, (k, x) in enumerate(items))
         return itertools.islice(numbered, skip, None)
     if start is None:

@@ -8,9 +8,10 @@ from typing import Any
 
 from .._graph import EpochContext
 from ..plan import Plan
+from .segment import segment_stream, tail_stream
 
 
 def run_inline(plan: Plan, ctx: EpochContext) -> Iterator[Any]:
     """Iterate one epoch of ``plan`` in this process."""
-    items = plan.run_tail(((k, x) for k, x, _ in plan.segment_stream(ctx)), ctx)
+    items = tail_stream(plan, ((k, x) for k, x, _ in segment_stream(plan, ctx)), ctx)
     return (x for _, x in items)

@@ -1,6 +1,6 @@
 """The workers' segment of one epoch: tasks out to a pool, results back in order.
 
-The head's units are cut into tasks (``Plan.unit_chunks``), each sent to the least busy
+The head's units are cut into tasks (``segment.unit_chunks``), each sent to the least busy
 worker while fewer than ``workers × prefetch`` are in flight; results come back in any
 order and are delivered in sequence (or as they come, when nothing after the workers needs
 the order), each output with the position after it (what a checkpoint records).
@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._graph import EpochContext
-from ..plan import Plan, with_positions
+from ..plan import Plan
 from ..stats import Tally
 from .protocol import Pool, Task
+from .segment import unit_chunks, with_positions
 from .sizing import ChunkSizer
 
 #: how long one wait for results lasts before the checks run again (seconds)
@@ -34,7 +35,7 @@ class ParallelEpoch:
         self.pool, self.ctx, self.start, self.epoch_id = pool, ctx, start, epoch_id
         self.prefetch, self.outstanding, self.sizer = prefetch, outstanding, sizer
         self.unordered, self.tally, self.rebuild = unordered, tally, rebuild
-        self.tasks = plan.unit_chunks(ctx, start[0], sizer)
+        self.tasks = unit_chunks(plan, ctx, start[0], sizer)
         self.limit = len(outstanding) * prefetch
         self.firsts: dict[int, int] = {}  # seq -> the first unit of its task
         self.pending: dict[int, Any] = {}  # seq -> its result, until delivered

@@ -391,6 +391,7 @@ class ThreadPool:
         self.busy = [0.0] * workers  # seconds each thread spent on tasks
         self.shared_bytes = 0  # none: threads share this process's memory
         self.started: list[float | None] = [None] * workers
+        self.contexts = [EpochContext(0, 0) for _ in range(workers)]
         self.hung: set[int] = set()  # timed-out threads: abandoned, never joined
         self.threads = [
             threading.Thread(target=self._work, args=(w,), daemon=True, name="datapipes-worker")
@@ -410,8 +411,9 @@ class ThreadPool:
             if eid <= self.cancelled:
                 self.replies.put(Reply(w, "dropped", eid, seq, None))
                 continue
-            self.started[w] = started = time.monotonic()
             ctx = EpochContext(task.seed, task.epoch, skip=task.skip)
+            self.contexts[w] = ctx  # where a timeout finds what it is doing
+            self.started[w] = started = time.monotonic()
             try:
                 # (the user's code may raise any BaseException: run_task returns it)
                 result = run_task(self.plan, ctx, task.kind, task.payload)
@@ -452,7 +454,7 @@ class ThreadPool:
             if started is not None and now - started > self.timeout:
                 thread = self.threads[w]
                 frame = sys._current_frames().get(thread.ident or -1)
-                stage, key = locate(frame, self.plan)
+                stage, key = locate(frame, self.plan, self.contexts[w])
                 self.hung.add(w)
                 raise _timeout_error(w, f"thread {thread.name}", (stage, key, self.timeout))
 

@@ -39,10 +39,10 @@ import numpy as np
 
 from .._graph import EpochContext, Skipped
 from ..errors import StageError
-from ..plan import TASK_BATCH, Plan
-from ..stages._kernel import FLAT, MAP, RNG_MAP, apply_ops
+from ..plan import Plan
+from ..stages._kernel import FLAT, MAP, RNG_MAP
 from ..stages.collate import tensor_type
-from . import transport
+from . import segment, transport
 from .protocol import Task
 
 #: main-side fds of every live process pool: a forked worker closes its copies at once, so
@@ -68,43 +68,10 @@ def run_task(
     the_plan: Plan, ctx: EpochContext, kind: str, payload: Any
 ) -> tuple[list[list[Any]], list[Skipped], BaseException | None]:
     """A task's outputs ``(key, value)``, one list per unit, the elements it skipped, and
-    the error that stopped it (the outputs before an error still count)."""
-    try:
-        per_unit, error = the_plan.task_outputs(kind, payload, ctx)
-    except BaseException as exc:  # sys.exit(), KeyboardInterrupt: past the plan's handlers
-        return interrupted_outputs(exc, the_plan, kind), ctx.skipped, exc
+    the error that stopped it (the outputs before an error still count; any
+    ``BaseException`` of the user's code, ``sys.exit()`` and ``KeyboardInterrupt`` too)."""
+    per_unit, error = segment.task_outputs(the_plan, kind, payload, ctx)
     return per_unit, ctx.skipped, error
-
-
-def interrupted_outputs(exc: BaseException, the_plan: Plan, kind: str) -> list[list[Any]]:
-    """The outputs a task had made when a ``BaseException`` that is not an ``Exception``
-    (``sys.exit()``, ``KeyboardInterrupt``) left the user's code, read off its traceback:
-    the plan catches ``Exception`` only, so this one took them along. Notes on ``exc``
-    where it was raised, as the plan does for an ``Exception``."""
-    frames: list[FrameType] = []
-    tb = exc.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame)
-        tb = tb.tb_next
-    frames.reverse()  # innermost first
-    stage, key = locate_in(frames, the_plan)
-    if stage != "unknown" and not getattr(exc, "__datapipes_located__", False):
-        exc.add_note(f"datapipes: raised in stage {stage} on the element with key {key!r}")
-        with contextlib.suppress(AttributeError):  # exceptions with __slots__
-            exc.__datapipes_located__ = True  # type: ignore[attr-defined]
-    per_unit: list[list[Any]] = []
-    for depth, f in enumerate(frames):
-        if f.f_code is Plan.task_outputs.__code__:
-            per_unit = list(f.f_locals.get("per_unit", ()))
-            inner = frames[depth - 1] if depth else None
-            if (kind != TASK_BATCH and inner is not None
-                    and inner.f_code is Plan._fused_partial.__code__):
-                # the fused loop's values so far: one output per unit
-                local = inner.f_locals
-                per_unit.extend([item] for item in zip(local.get("units", ()),
-                                                       local.get("out", ()), strict=False))
-            break
-    return per_unit
 
 
 def describe_error(exc: BaseException) -> tuple[bytes | None, str, str, str, list[str]]:
@@ -176,32 +143,16 @@ def keep_freed_memory() -> None:
     mallopt(m_trim_threshold, 128 << 20)
 
 
-def locate(frame: FrameType | None, the_plan: Plan) -> tuple[str, Any]:
-    """Which stage and element a worker is busy with, read off its stack: ``(stage, key)``."""
-    frames: list[FrameType] = []
+def locate(frame: FrameType | None, the_plan: Plan, ctx: EpochContext) -> tuple[str, Any]:
+    """Which stage and element a task running with ``ctx`` is busy with: ``(stage, key)``,
+    from the slot the segment keeps up to date (``EpochContext.stage``, ``.key``,
+    ``.progress``); the code objects on the thread's stack tell which of several fused
+    functions runs."""
+    codes = []
     while frame is not None:
-        frames.append(frame)
+        codes.append(frame.f_code)
         frame = frame.f_back
-    return locate_in(frames, the_plan)
-
-
-def locate_in(frames: list[FrameType], the_plan: Plan) -> tuple[str, Any]:
-    """``locate`` for a stack given as its frames, innermost first (also a traceback's)."""
-    for depth, f in enumerate(frames):  # innermost first
-        code, local = f.f_code, f.f_locals
-        inner = frames[depth - 1].f_code if depth else None
-        if code is apply_ops.__code__:
-            return repr(local.get("stage")), local.get("key")
-        if code is Plan._fused_partial.__code__:
-            units, out = local.get("units"), local.get("out")
-            key = units[len(out)] if units is not None and out is not None else None
-            return the_plan.stage_running(inner), key
-        if code is Plan.numbered_outputs.__code__:
-            if "rest" in local and "done" in local:
-                return the_plan.stage_running(inner), local["rest"][local["done"]]
-            if "stage" in local and "index" in local:
-                return repr(local["stage"]), local["index"]
-    return "unknown", None
+    return segment.running_at(the_plan, ctx, codes)
 
 
 class _Watchdog:
@@ -211,7 +162,8 @@ class _Watchdog:
         self.timeout = timeout
         self.report = report
         self.plan = the_plan
-        self.current: tuple[float, int, int] | None = None  # (start, epoch id, seq)
+        #: the task running: (its start, epoch id, seq, its context)
+        self.current: tuple[float, int, int, EpochContext] | None = None
         self.thread_id = threading.get_ident()
         threading.Thread(target=self._watch, daemon=True, name="datapipes-watchdog").start()
 
@@ -223,7 +175,7 @@ class _Watchdog:
             if current is None or time.monotonic() - current[0] < self.timeout:
                 continue
             frame = sys._current_frames().get(self.thread_id)
-            stage, key = locate(frame, self.plan)
+            stage, key = locate(frame, self.plan, current[3])
             self.report(("timeout", current[1], current[2], (stage, key, self.timeout)))
             os._exit(3)
 
@@ -377,7 +329,7 @@ def _made_by(the_plan: Plan, kind: str, payload: Any, key: Any, value: Any) -> t
     """The stage that made an output of a task, and the key to name: for a batch that is a
     list, the member that does not pickle and its own key."""
     element_stage = _last_maker(the_plan.element_ops) or the_plan.source
-    if kind != TASK_BATCH:
+    if kind != segment.TASK_BATCH:
         return element_stage, key
     batch_stage = _last_maker(the_plan.batch_ops)
     if batch_stage is None and isinstance(value, list):
@@ -463,17 +415,18 @@ def result_body(
     return transport.dumps((items, sendable, described), arena)
 
 
-def task_reply(the_plan: Plan, task: Task, arena: transport.Arena, meters: list[Any]) -> bytes:
-    """The pickled reply to a task: ``"ok"`` with its outputs (and the error that ended
-    them, if one did), or ``"error"`` for a failure outside the user's code."""
-    epoch_id, seq, seed, epoch = task.epoch_id, task.seq, task.seed, task.epoch
+def task_reply(
+    the_plan: Plan, task: Task, ctx: EpochContext, arena: transport.Arena, meters: list[Any]
+) -> bytes:
+    """The pickled reply to a task run with ``ctx``: ``"ok"`` with its outputs (and the
+    error that ended them, if one did), or ``"error"`` for a failure outside the user's
+    code."""
+    epoch_id, seq = task.epoch_id, task.seq
     skip, kind, payload = task.skip, task.kind, task.payload
     started = time.perf_counter()
     try:
         with transport.collating_into(arena, tensors_as_arrays=the_plan.collates_last):
-            items, skipped, error = run_task(
-                the_plan, EpochContext(seed, epoch, skip=skip), kind, payload
-            )
+            items, skipped, error = run_task(the_plan, ctx, kind, payload)
         body = result_body(items, skipped, error, the_plan, arena, kind, payload, skip)
         del items, skipped, error
         # with the task's seconds and, with compile(stats=True), its stages' counts
@@ -599,10 +552,11 @@ def process_main(
             continue
         seeded = prepare_globals(seeded, task.seed, task.epoch, worker)
         arena = transport.Arena(chunks)
+        ctx = EpochContext(task.seed, task.epoch, skip=task.skip)
         if watchdog is not None:
-            watchdog.current = (time.monotonic(), epoch_id, seq)
+            watchdog.current = (time.monotonic(), epoch_id, seq, ctx)
         try:
-            data = task_reply(the_plan, task, arena, meters)
+            data = task_reply(the_plan, task, ctx, arena, meters)
         finally:
             if watchdog is not None:
                 watchdog.current = None

@@ -35,6 +35,7 @@ def apply_ops(
         if kind == POSITION:
             x = (positions[fn], x)
             continue
+        ctx.stage, ctx.key = stage, key  # where a timeout finds it
         try:
             if kind == MAP:
                 x = fn(x)
@@ -45,7 +46,7 @@ def apply_ops(
                     return
             else:  # FLAT
                 outputs = list(enumerate(fn(x)))
-        except Exception as exc:
+        except BaseException as exc:  # (what is not an Exception is noted, then raised)
             ctx.failed(exc, stage, key)
             return  # skipped
         if kind == FLAT:
