@@ -9,8 +9,8 @@ from typing import Any
 import attrs
 
 from . import _seeds
+from .executors.protocol import backend_names
 
-_BACKENDS = ("process", "thread")
 _START_METHODS = (None, "fork", "spawn", "forkserver")
 _EVEN = ("drop", "pad", None)
 
@@ -80,7 +80,8 @@ class LoaderOptions:
             raise TypeError(f"compile: unexpected option(s) {sorted(unknown)}")
         o = {f.name: given.get(f.name, f.default) for f in attrs.fields(cls)}
         o["workers"] = _count("workers", o["workers"], 0)
-        _choice("backend", o["backend"], _BACKENDS, "'process' or 'thread'")
+        _choice("backend", o["backend"], tuple(backend_names()),
+                " or ".join(repr(name) for name in backend_names()))
         o["prefetch"] = _count("prefetch", o["prefetch"], 1)
         o["seed"] = _seeds.check_seed(o["seed"], "compile")
         for name in ("ordered", "stats", "progress", "train"):
