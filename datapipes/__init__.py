@@ -18,6 +18,8 @@ from .loader import Loader as Loader
 from .stages.augment import augment as augment
 from .stages.batch import batch as batch
 from .stages.batch import unbatch as unbatch
+from .stages.cache import CacheError as CacheError
+from .stages.cache import cache as cache
 from .stages.collate import collate as collate
 from .stages.files import from_files as from_files
 from .stages.files import from_npy as from_npy
@@ -52,6 +54,7 @@ from .stages.sources import from_iterable as from_iterable
 from .stages.sources import from_sequence as from_sequence
 
 __all__ = [
+    "CacheError",
     "EpochContext",
     "Loader",
     "MapStage",
@@ -63,6 +66,7 @@ __all__ = [
     "batch",
     "bucket_by_length",
     "by_source_index",
+    "cache",
     "class_weights",
     "collate",
     "concat",

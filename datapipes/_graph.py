@@ -211,6 +211,14 @@ class Stage:
     def needs_random_access(self) -> bool:
         return False
 
+    def replace_before(
+        self, keyed: list[tuple[int, Stage]], *, skipping: bool, train: bool
+    ) -> list[tuple[int, Stage]] | None:
+        """When planned: the keyed stages up to and including this one (``keyed``) as they
+        are to be planned instead, each keeping its place and stage key (``cache`` reads
+        what the stages before it make from disk); None (the default) changes nothing."""
+        return None
+
     def check_after(self, before: tuple[Stage, ...]) -> None:
         """Refuse, with a ``TypeError`` that says why, to follow the stages ``before`` it in
         a pipe (of a fragment: those of the fragment). Called whenever a pipe is built."""

@@ -317,10 +317,8 @@ def plan(pipe: Pipe[Any], *, skipping: bool = False, train: bool = True) -> Plan
     # disk). Its hook gives them back as they are to be planned, each at its place with its
     # stage key, so positions and stage keys mean the same as in the pipe.
     for at in range(len(keyed) - 1, 0, -1):
-        replace_before = getattr(keyed[at][1], "replace_before", None)
-        rewritten = None if replace_before is None else replace_before(
-            keyed[: at + 1], skipping=skipping, train=train
-        )
+        rewritten = keyed[at][1].replace_before(keyed[: at + 1], skipping=skipping,
+                                                 train=train)
         if rewritten is not None:
             assert len(rewritten) == at + 1
             keyed = [*rewritten, *keyed[at + 1 :]]

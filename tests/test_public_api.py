@@ -84,6 +84,10 @@ STAGES = {
         lambda: dp.augment(add_noise, name="noise"),
         lambda: dp.augment(add_noise, name="other"),
     ],
+    "cache": [
+        lambda: dp.cache(str(FILES / "cache-a")),
+        lambda: dp.cache(str(FILES / "cache-b")),
+    ],
     "mix": [
         lambda: dp.mix(dp.from_sequence(range(3)), dp.from_sequence(range(5))),
         lambda: dp.mix(dp.from_sequence(range(3)), dp.from_sequence(range(5)), weights=[1, 3]),
@@ -493,6 +497,7 @@ BAD_ARGUMENTS = [
     ("from_jsonl: ", FileNotFoundError, lambda: dp.from_jsonl("/no/such/file.jsonl")),
     ("from_tar: ", FileNotFoundError, lambda: dp.from_tar("/no/such/file.tar")),
     ("from_parquet: ", FileNotFoundError, lambda: dp.from_parquet("/no/such/file.parquet")),
+    ("cache: path", TypeError, lambda: dp.cache(3)),
     ("augment: fn", TypeError, lambda: dp.augment(3)),
     ("augment: name", TypeError, lambda: dp.augment(f, name="")),
     ("mix: give at least one input", ValueError, lambda: dp.mix()),
