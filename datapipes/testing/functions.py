@@ -23,6 +23,7 @@ __all__ = [
     "add_noise",
     "add_one",
     "add_position",
+    "arange_of",
     "double",
     "drop_position",
     "is_even",
@@ -71,6 +72,12 @@ def not_multiple_of_3(x: int) -> bool:
 def repeat_twice(x: int) -> list[int]:
     """``[x, x]``: a flat_map that doubles the stream."""
     return [x, x]
+
+
+def arange_of(x: int) -> np.ndarray:
+    """``numpy.arange(x % 5)``: a ragged int64 sequence per element (for ``pack`` and
+    ``collate(pad=...)``)."""
+    return np.arange(x % 5, dtype=np.int64)
 
 
 def range_of(x: int) -> range:

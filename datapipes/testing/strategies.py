@@ -158,6 +158,16 @@ def _token_batch_unbatch(draw: Draw) -> Pipe[Any]:
         | dp.unbatch()
 
 
+def _pack(draw: Draw) -> Pipe[Any]:
+    return dp.map(fns.arange_of) | dp.pack(draw(st.integers(1, 12)),
+                                          drop_remainder=draw(st.booleans()))
+
+
+def _batch_collate_pad(draw: Draw) -> Pipe[Any]:
+    return (dp.map(fns.arange_of) | dp.batch(draw(_SIZES))
+            | dp.collate(pad=draw(st.integers(-1, 1)), mask=draw(st.booleans()), to="numpy"))
+
+
 def _batch_collate(draw: Draw) -> Pipe[Any]:
     return _batch(draw) | dp.collate(to=draw(st.sampled_from(["torch", "numpy"])))
 
@@ -195,6 +205,8 @@ TERMINALS: tuple[StageBuilder, ...] = (
     StageBuilder("batch", _batch, terminal=True),
     StageBuilder("enumerate_last", _enumerate_last, keeps_random_access=True, terminal=True),
     StageBuilder("batch_collate", _batch_collate, cost=2, terminal=True),
+    StageBuilder("pack", _pack, cost=2, terminal=True),
+    StageBuilder("batch_collate_pad", _batch_collate_pad, cost=3, terminal=True),
 )
 
 
