@@ -313,9 +313,15 @@ def start_script(
     mode: str, backend: str, start_method: str | None = None
 ) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     """Start ``fault_scripts/hold_loader.py`` in a session of its own; its JSON report."""
+    return start_fault_script("hold_loader.py", mode, backend,
+                              *([start_method] if start_method else []))
+
+
+def start_fault_script(script: str, *args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start ``fault_scripts/<script>`` with ``args`` in a session of its own (so that a
+    signal to its group reaches its workers too); the JSON report it prints first."""
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "hold_loader.py"), mode, backend,
-         *([start_method] if start_method else [])],
+        [sys.executable, str(SCRIPTS / script), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -811,19 +817,7 @@ def start_busy_script(
     mode: str, start_method: str, start_from: str
 ) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     """Start ``fault_scripts/busy_workers.py`` in a session of its own; its JSON report."""
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "busy_workers.py"), mode, start_method, start_from],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    if not line:
-        proc.kill()
-        _, err = proc.communicate(timeout=30)
-        raise AssertionError(f"the script failed to start: {err}")
-    return proc, json.loads(line)
+    return start_fault_script("busy_workers.py", mode, start_method, start_from)
 
 
 @pytest.mark.timeout(90)

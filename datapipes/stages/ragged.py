@@ -154,13 +154,8 @@ def pack_iter(
     not fit carries its rest into the next row. The last row is padded with zeros, or
     dropped with ``drop_remainder``.
 
-    >>> rows = list(pack_iter([[1, 2, 3], [4, 5], [6, 7, 8, 9]], 4))
-    >>> [row["tokens"].tolist() for row in rows]
+    >>> [row["tokens"].tolist() for row in pack_iter([[1, 2, 3], [4, 5], [6, 7, 8, 9]], 4)]
     [[1, 2, 3, 4], [5, 6, 7, 8], [9, 0, 0, 0]]
-    >>> [row["segment_ids"].tolist() for row in rows]
-    [[1, 1, 1, 2], [1, 2, 2, 2], [1, 0, 0, 0]]
-    >>> [row["positions"].tolist() for row in rows]
-    [[0, 1, 2, 0], [1, 0, 1, 2], [3, 0, 0, 0]]
     """
     row = _Row(length)
     for seq in sequences:
