@@ -187,7 +187,7 @@ def test_flat_map_agrees_with_the_nested_comprehension(p: Pipe[Any], fn: Any, ep
 _SIZED_STAGES = {
     "map", "augment", "parallel_map", "batch", "take", "skip", "shuffle", "enumerate", "collate",
     "prefetch",
-    "sample", "split",
+    "sample", "split", "cache",
 }
 
 

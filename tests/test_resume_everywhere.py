@@ -11,7 +11,7 @@ import pytest
 
 import datapipes as dp
 from datapipes.testing import assert_matches_reference, assert_resumable, reference
-from datapipes.testing.functions import add_noise, is_even
+from datapipes.testing.functions import add_noise, double, is_even
 
 
 def label_weight(x: int) -> float:
@@ -61,3 +61,18 @@ def test_every_executor_equals_the_reference(name: str, backend: str) -> None:
 def test_the_pipes_are_not_trivial() -> None:
     lengths: dict[str, Any] = {name: len(reference(pipe)) for name, pipe in PIPES.items()}
     assert all(n >= 4 for n in lengths.values()), lengths
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("before", ["index", "stream"])
+def test_a_cache_resumes_after_every_output_while_writing_and_reading(
+    tmp_path: Any, before: str
+) -> None:
+    source = (dp.from_sequence(range(12)) if before == "index"
+              else dp.from_iterable(list(range(12))))
+    pipe = source | dp.map(double) | dp.cache(str(tmp_path / "c")) | dp.batch(3)
+    count = 2 * len(reference(pipe))
+    # the first epoch writes the cache, the second reads it; and once more, all read
+    for _ in range(2):
+        assert_resumable(pipe, at=list(range(count)), workers=2, backend="thread",
+                         resume_with={"workers": 0})

@@ -303,7 +303,9 @@ def test_every_source_is_drawn(source: str) -> None:
     assert found.stages[0].call_name in {"sequence": ["from_sequence"],
                                          "arrays": ["from_arrays"],
                                          "iterable": ["from_iterable"],
-                                         "several": ["mix", "concat", "zip"]}[source]
+                                         "several": ["mix", "concat", "zip"],
+                                         "weighted": ["from_sequence"],
+                                         "cached": ["from_sequence"]}[source]
 
 
 def test_bad_strategy_arguments_are_refused() -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "repeat_twice",
     "row_to_int",
     "sum_batch",
+    "weight_of",
 ]
 
 
@@ -142,3 +143,8 @@ class Replay:
 
     def __call__(self) -> Iterator[Any]:
         return iter(self.items)
+
+
+def weight_of(x: int) -> float:
+    """``1 + x % 3``: a weight per element (for ``sample(weights=...)``)."""
+    return float(1 + x % 3)

@@ -256,12 +256,49 @@ def _several(draw: Draw, max_size: int) -> Pipe[Any]:
     return dp.mix(*inputs, weights=weights, stop=draw(st.sampled_from(["first", "all"])))
 
 
+def _weighted(draw: Draw, max_size: int) -> Pipe[Any]:
+    """``from_sequence`` then ``sample`` weighted by a function of the element or by
+    source index (``by_source_index``, ``class_weights``)."""
+    data = draw(st.lists(_INTS, min_size=1, max_size=max(1, max_size)))
+    n = draw(st.integers(0, 2 * len(data)))
+    if draw(st.booleans()):
+        return dp.from_sequence(data) | dp.sample(n, weights=fns.weight_of, replace=True)
+    weights = dp.by_source_index(dp.class_weights([x % 3 for x in data]))
+    return dp.from_sequence(data) | dp.sample(n, weights=weights, replace=True)
+
+
+_CACHE_ROOT: list[str] = []
+
+
+def _cache_root() -> str:
+    """One directory for the caches drawn in this process, removed when it ends."""
+    if not _CACHE_ROOT:
+        import atexit
+        import shutil
+        import tempfile
+
+        _CACHE_ROOT.append(tempfile.mkdtemp(prefix="datapipes-strategies-"))
+        atexit.register(shutil.rmtree, _CACHE_ROOT[0], True)
+    return _CACHE_ROOT[0]
+
+
+def _cached(draw: Draw, max_size: int) -> Pipe[Any]:
+    """``from_sequence`` then a map, cached (in a directory of this process's)."""
+    import os
+
+    data = draw(_ints(max_size))
+    where = os.path.join(_cache_root(), str(draw(st.integers(0, 3))))
+    return dp.from_sequence(data) | dp.map(fns.add_one) | dp.cache(where)
+
+
 #: name -> (builder, whether the source has random access)
 SOURCES: dict[str, tuple[Callable[[Draw, int], Pipe[Any]], bool]] = {
     "sequence": (_from_sequence, True),
     "arrays": (_from_arrays, True),
     "iterable": (_from_iterable, False),
     "several": (_several, False),
+    "weighted": (_weighted, True),
+    "cached": (_cached, True),
 }
 
 
@@ -343,7 +380,8 @@ def _pipes(
 def pipes(
     *,
     max_stages: int = 6,
-    sources: Iterable[str] = ("sequence", "arrays", "iterable", "several"),
+    sources: Iterable[str] = ("sequence", "arrays", "iterable", "several", "weighted",
+                              "cached"),
     max_size: int = 40,
     random_access: bool = False,
     terminal: bool = True,
@@ -355,7 +393,9 @@ def pipes(
     A source (``"sequence"``: ``from_sequence`` of a list or range; ``"arrays"``:
     ``from_arrays`` of NumPy int columns or torch tensors, then ``map(row_to_int)``;
     ``"iterable"``: ``from_iterable`` of a list or of an unsized :class:`~.functions.Replay`;
-    ``"several"``: ``mix``, ``concat`` or ``zip`` of 1 to 3 of those inputs),
+    ``"several"``: ``mix``, ``concat`` or ``zip`` of 1 to 3 of those inputs; ``"weighted"``:
+    ``from_sequence`` then ``sample`` weighted by a function or by source index;
+    ``"cached"``: ``from_sequence`` then a map, then ``cache``),
     then up to ``max_stages`` stages from :data:`STAGES` (``shuffle()`` only while random access
     lasts), perhaps ending with one of :data:`TERMINALS`.
 
