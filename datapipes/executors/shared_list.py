@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._graph import Pipe
-from ..stages.sources import FromArrays, FromSequence
-from .mapped import MappedArray, file_backing
+from .mapped import MappedArray
 from .transport import portable_tensor
 
 #: lists shorter than this are cheap to copy: not worth the unpickling per element
@@ -75,58 +74,43 @@ class _ElementPickler(pickle.Pickler):
 
 
 def snapshot(pipe: Pipe[Any]) -> Pipe[Any]:
-    """``pipe`` with a list source copied: the rule for when a Loader reads its data.
-
-    A Loader reads a list or tuple source once, when it is compiled: changing the list
-    afterwards changes nothing for that Loader, whatever its executor, its workers or its
-    epoch (a shallow copy: the elements themselves are not copied). Arrays, memmaps and
-    datasets are read in place (see ``docs/loader.md``, "When the data is read").
-    """
-    source = pipe.stages[0]
-    if isinstance(source, FromSequence) and type(source.seq) is list:
-        return Pipe(FromSequence(seq=list(source.seq)), *pipe.stages[1:])
-    return pipe
+    """``pipe`` as a Loader reads it: its source as ``Source.read_at_compile`` gives it (a
+    list is copied, see ``docs/loader.md``, "When the data is read")."""
+    first: Any = pipe.stages[0]  # a runnable pipe's source
+    source = first.read_at_compile()
+    return pipe if source is first else Pipe(source, *pipe.stages[1:])
 
 
 def share_objects(pipe: Pipe[Any]) -> tuple[Pipe[Any], str | None]:
     """``pipe`` as process workers should receive it, and a note for ``explain`` (None when
-    nothing changed): a large list or tuple source becomes a :class:`SerializedSequence`;
-    arrays backed by a file travel by path (:mod:`.mapped`)."""
-    source = pipe.stages[0]
-    mapped = _by_path(source)
-    if mapped is not None:
-        new_source, note = mapped
-        return Pipe(new_source, *pipe.stages[1:]), note
-    if not isinstance(source, FromSequence) or type(source.seq) not in (list, tuple):
+    nothing changed): its source as ``Source.for_workers`` gives it (a large list pickled
+    once into a :class:`SerializedSequence`, file-backed arrays sent by path)."""
+    first: Any = pipe.stages[0]  # a runnable pipe's source
+    shipped = first.for_workers()
+    if shipped is None:
         return pipe, None
-    if len(source.seq) < MIN_LENGTH:
-        return pipe, None
+    source, note = shipped
+    return (pipe if source is first else Pipe(source, *pipe.stages[1:])), note
+
+
+def share_list(items: Any) -> tuple[Any, str] | None:
+    """A list or tuple of ``MIN_LENGTH`` objects or more as a :class:`SerializedSequence`,
+    and a note; the list itself (and why) when an element does not pickle; None when it
+    is too short to be worth it."""
+    if type(items) not in (list, tuple) or len(items) < MIN_LENGTH:
+        return None
     try:
-        shared = SerializedSequence(source.seq)
+        shared = SerializedSequence(items)
     except Exception as exc:  # an element that does not pickle: keep the list as it is
-        return pipe, f"the list stays as it is (an element does not pickle: {exc})"
-    note = (
+        return items, f"the list stays as it is (an element does not pickle: {exc})"
+    return shared, (
         f"the list of {len(shared)} objects is pickled once into one {shared.nbytes} byte "
         "buffer, so workers do not copy it page by page (copy-on-read)"
     )
-    return Pipe(FromSequence(seq=shared), *pipe.stages[1:]), note
 
 
-def _by_path(source: Any) -> tuple[Any, str] | None:
-    """The source with its file-backed arrays sent by path, and a note; None if it has none."""
-    if isinstance(source, FromSequence) and file_backing(source.seq) is not None:
-        seq = MappedArray(source.seq)
-        return FromSequence(seq=seq), _path_note([seq])
-    if isinstance(source, FromArrays):
-        columns = [(name, MappedArray(c) if file_backing(c) is not None else c)
-                   for name, c in source.columns]
-        mapped = [c for _, c in columns if isinstance(c, MappedArray)]
-        if mapped:
-            return FromArrays(columns=tuple(columns)), _path_note(mapped)
-    return None
-
-
-def _path_note(arrays: list[MappedArray]) -> str:
+def path_note(arrays: list[MappedArray]) -> str:
+    """What ``explain`` says of arrays that travel by path."""
     files = sorted({a._where[0] for a in arrays})
     size = sum(a.nbytes for a in arrays)
     return (f"the memory-mapped data ({size} bytes in {', '.join(files)}) travels by path: "

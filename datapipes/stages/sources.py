@@ -11,6 +11,8 @@ import attrs
 import numpy as np
 
 from .._graph import EpochContext, Item, Pipe, Stage, add_note, fail, positional, value_repr
+from ..executors.mapped import MappedArray, file_backing
+from ..executors.shared_list import path_note, share_list
 
 
 def data_eq(a: Any, b: Any) -> bool:
@@ -91,6 +93,16 @@ class Source(Stage):
             yield key, x
             key += 1
 
+    def read_at_compile(self) -> Source:
+        """The source a Loader reads: taken when it is compiled (a list source copies its
+        list, so changing the list afterwards changes nothing for the Loader)."""
+        return self
+
+    def for_workers(self) -> tuple[Source, str] | None:
+        """The source as process workers should receive it, and what ``explain`` says of
+        that (data that travels by reference, a large list pickled once); None: as it is."""
+        return None
+
     def sample_text(self) -> str:
         """A few of the source's elements as text, when reading them costs nothing (data in
         memory), for a checkpoint's fingerprint: so that a state does not fit another list
@@ -127,6 +139,19 @@ class FromSequence(Source):
 
     def sample_text(self) -> str:
         return _three(self.seq) if isinstance(self.seq, (list, tuple, range)) else ""
+
+    def read_at_compile(self) -> Source:
+        return FromSequence(seq=list(self.seq)) if type(self.seq) is list else self
+
+    def for_workers(self) -> tuple[Source, str] | None:
+        if file_backing(self.seq) is not None:
+            seq = MappedArray(self.seq)
+            return FromSequence(seq=seq), path_note([seq])
+        shared = share_list(self.seq)
+        if shared is None:
+            return None
+        seq, note = shared
+        return (self if seq is self.seq else FromSequence(seq=seq)), note
 
     def fetch_many(self, indices: list[int]) -> Iterator[Any]:
         seq = self.seq
@@ -179,6 +204,12 @@ class FromArrays(Source):
 
     def fetch(self, index: int) -> dict[str, Any]:
         return {name: column[index] for name, column in self.columns}
+
+    def for_workers(self) -> tuple[Source, str] | None:
+        columns = [(name, MappedArray(c) if file_backing(c) is not None else c)
+                   for name, c in self.columns]
+        mapped = [c for _, c in columns if isinstance(c, MappedArray)]
+        return (FromArrays(columns=tuple(columns)), path_note(mapped)) if mapped else None
 
     def sample_text(self) -> str:
         data = [name for name, _ in self.columns]
