@@ -1,7 +1,8 @@
 """The one door from the pipe algebra into running code.
 
-``Pipe.iter``, ``Pipe.compile``, ``Pipe.explain`` and the drawings import this module when
-they are called, and nothing else of the planner or the executors: ``_graph`` (the algebra)
+``Pipe.iter``, ``Pipe.compile``, ``Pipe.explain``, the drawings and a stage whose inputs
+are pipes (``mix``) import this module when they are called, and nothing else of the
+planner or the executors: ``_graph`` (the algebra)
 imports no running code, so the package's import graph has no circle.
 """
 
@@ -52,3 +53,9 @@ def _check_train(train: object, where: str) -> bool:
 def placements(pipe: Pipe[Any]) -> tuple[Placement, ...]:
     """Where each stage of ``pipe`` runs, and why (for the drawings)."""
     return plan(pipe).placements
+
+
+def run_planned(pipe: Pipe[Any], ctx: EpochContext) -> Iterator[Any]:
+    """One epoch of ``pipe`` in this process with ``ctx``'s seed, error policy and mode,
+    planned as ``Pipe.iter`` plans it (for a stage whose inputs are pipes: ``mix``)."""
+    return run_inline(plan(pipe, skipping=ctx.skip, train=ctx.train), ctx)

@@ -57,14 +57,13 @@ def run_input(pipe: Pipe[Any], ctx: EpochContext, seed: int) -> Iterator[Any]:
     library's central law), and the planned run keeps a random-access input's index
     arithmetic, where the stage-by-stage ``shuffle()`` would read the whole input first.
     """
-    # Running a pipe is the planner's job: imported when an epoch starts, as _graph
-    # imports ``running``, so that the stages never depend on the planner at import time.
-    from ..executors.inline import run_inline
-    from ..plan import plan
+    # Running a pipe goes through the one door into running code, as Pipe.iter does
+    # (imported when an epoch starts: the stages never depend on the planner).
+    from .. import running
 
     inner = EpochContext(seed, ctx.epoch, skip=ctx.skip, train=ctx.train)
     inner.skipped = ctx.skipped
-    return run_inline(plan(pipe, skipping=ctx.skip, train=ctx.train), inner)
+    return running.run_planned(pipe, inner)
 
 
 def _noted(values: Iterator[Any], note: str) -> Iterator[Any]:
