@@ -38,7 +38,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
-from ..buffers import allocator
+from ..buffers import allocating
 from ..stages.collate import as_tensor, tensor_from_numpy, tensor_type
 
 #: arrays smaller than this are pickled inline: a descriptor would cost more than a copy
@@ -249,14 +249,13 @@ class TensorOf:
 def collating_into(arena: Arena, *, tensors_as_arrays: bool = False) -> Iterator[None]:
     """``collate`` stacks into ``arena``; with ``tensors_as_arrays`` (its batches go straight
     to :func:`dumps`) its tensors are :class:`TensorOf` stand-ins."""
-    token = allocator.set(arena.array)
     tensor_token = as_tensor.set(TensorOf) if tensors_as_arrays else None
     try:
-        yield
+        with allocating(arena.array):
+            yield
     finally:
         if tensor_token is not None:
             as_tensor.reset(tensor_token)
-        allocator.reset(token)
 
 
 class _Pickler(pickle.Pickler):
