@@ -125,3 +125,25 @@ def test_the_planner_and_the_executors_ask_stages_never_test_their_class(module:
         and any(name in ast.unparse(node.args[1]) for name in CONCRETE_STAGES)
     ]
     assert not tested, tested
+
+
+def test_a_backend_is_found_by_name_and_a_new_one_is_one_registration() -> None:
+    import concurrent.futures
+
+    import datapipes as dp
+    from datapipes.executors import protocol
+    from datapipes.testing import assert_matches_reference
+
+    mine = protocol.Backend("my-threads", "datapipes.executors.pools:ThreadPool",
+                            lambda n: concurrent.futures.ThreadPoolExecutor(n))
+    protocol.register_backend(mine)
+    try:
+        pipe = dp.from_sequence(range(30)) | dp.shuffle() | dp.batch(4)
+        assert_matches_reference(pipe, workers=2, backend="my-threads")
+        assert list(dp.from_sequence(range(5)) | dp.parallel_map(abs, workers=2,
+                                                                  backend="my-threads")) \
+            == [0, 1, 2, 3, 4]
+    finally:
+        del protocol._BACKENDS["my-threads"]
+    with pytest.raises(ValueError, match="compile: backend must be"):
+        dp.from_sequence(range(3)).compile(backend="my-threads")
