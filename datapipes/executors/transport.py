@@ -44,6 +44,8 @@ from ..stages.collate import as_tensor, tensor_from_numpy, tensor_type
 #: arrays smaller than this are pickled inline: a descriptor would cost more than a copy
 INLINE_BYTES = 16 * 1024
 _CHUNK = 16 * 1024 * 1024
+#: ``madvise`` advice (Linux 5.14): make the pages of a range now, writable, in one call
+_MADV_POPULATE_WRITE = 23
 _ALIGN = 64
 _HEADER = struct.Struct("<QI")  # payload length, number of descriptors
 _MAX_FDS = 64  # per ancillary message (Linux allows 253); more go in further ones
@@ -63,6 +65,16 @@ def _memfd(size: int) -> int:
             os.close(fd)
         raise _no_shared_memory(size, exc) from exc
     return fd
+
+
+def _populate(mm: mmap.mmap, nbytes: int) -> None:
+    """Make the first ``nbytes`` of a new map's pages at once, about twice as fast as one
+    page fault at a time as they are written; where the kernel cannot (before Linux 5.14,
+    or short of memory), the pages come as they are written."""
+    length = -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
+    if length:
+        with contextlib.suppress(OSError, ValueError):
+            mm.madvise(_MADV_POPULATE_WRITE, 0, length)
 
 
 def _no_shared_memory(size: int, exc: OSError) -> SharedMemoryError:
@@ -105,6 +117,7 @@ class Chunk:
         except OSError as exc:
             os.close(self.fd)
             raise _no_shared_memory(self.size, exc) from exc
+        _populate(self.map, nbytes)
         self.id = chunk_id
         self.address = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
 
